@@ -125,6 +125,8 @@ class AttackerKnowledge:
     input shape and the number of samples. `labels` are given only when
     `label_knowledge` is GIVEN. `knows_training` grants the client's local
     configuration (level 3); `uses_bn_statistics` the shared BN statistics (level 4).
+    `bounds` are per-channel (low, high) of valid inputs in model space (pixels 0 and 1
+    after normalization); attacks that clamp use them.
     """
 
     num_samples: int
@@ -136,6 +138,7 @@ class AttackerKnowledge:
     training: LocalTraining | None = None
     uses_prior: bool = False
     uses_bn_statistics: bool = False
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_knowledge", LabelKnowledge(self.label_knowledge))

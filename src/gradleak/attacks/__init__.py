@@ -1,0 +1,14 @@
+"""Attacks, registered by name: each one class with one verb, `reconstruct`."""
+
+from gradleak.attacks.base import Attack, Progress, ProgressCallback
+from gradleak.attacks.dlg import DLG
+from gradleak.attacks.idlg import IDLG
+from gradleak.attacks.ig import InvertingGradients
+from gradleak.registry import Registry
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+ATTACKS.add("dlg", DLG, "Deep Leakage from Gradients: joint data + soft label, L-BFGS, L2 (Zhu et al. 2019)")
+ATTACKS.add("idlg", IDLG, "iDLG: label from the last-layer gradient, then DLG on the data (Zhao et al. 2020)")
+ATTACKS.add("ig", InvertingGradients, "Inverting Gradients: cosine + TV, signed Adam, box (Geiping et al. 2020)")
+
+__all__ = ["ATTACKS", "Attack", "DLG", "IDLG", "InvertingGradients", "Progress", "ProgressCallback"]

@@ -1,0 +1,69 @@
+"""Label recovery from the last layer's gradient, as small strategies.
+
+`idlg_label` (Zhao et al. 2020, iDLG): one sample, cross-entropy, non-negative inputs
+to the last linear layer: the true class is the row of the weight gradient with the
+negative sum. `batch_labels`: a count-aware rule for B samples. With the mean
+cross-entropy, the bias gradient of class c is mean_i(p_ic) - n_c / B, so
+n_c ~= B * (p_c - g_c); without outputs we take p_c ~= 1/C (untrained networks are
+close to uniform) and allocate the B labels greedily: first every class with a
+negative gradient (it must occur), then by the largest remaining estimate. Exact
+for one sample; approximate for trained models with confident predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gradleak.errors import GradleakError
+
+
+def last_linear_gradient(model: nn.Module, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight gradient, bias gradient or None) of the model's last nn.Linear."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    linear_name = None
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            linear_name = mod_name
+    if linear_name is None:
+        raise GradleakError("label recovery needs a model whose last layer is nn.Linear; none found")
+    by_name = dict(zip(names, tensors))
+    prefix = f"{linear_name}." if linear_name else ""
+    weight = by_name.get(prefix + "weight")
+    if weight is None:
+        raise GradleakError(f"the update has no gradient for {prefix}weight")
+    return weight, by_name.get(prefix + "bias")
+
+
+def idlg_label(weight_grad: torch.Tensor) -> torch.Tensor:
+    """iDLG: the class whose weight-gradient row sums to the smallest (negative) value."""
+    return weight_grad.sum(dim=1).argmin().reshape(1)
+
+
+def batch_labels(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, num_samples: int) -> torch.Tensor:
+    """Count-aware label multiset for `num_samples` samples (sorted class indices)."""
+    num_classes = weight_grad.shape[0]
+    score = bias_grad if bias_grad is not None else weight_grad.sum(dim=1)
+    if num_samples == 1:
+        return score.argmin().reshape(1)
+    # without a bias, row sums carry the sign but a scale of the input norm: normalize
+    scale = 1.0 if bias_grad is not None else float(score.abs().sum() / 2 + 1e-12)
+    estimate = num_samples * (1.0 / num_classes - score.double() / scale)
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    for c in torch.argsort(score)[:num_samples]:
+        if score[c] < 0:
+            counts[c] += 1
+    remaining = estimate - counts
+    while int(counts.sum()) < num_samples:
+        c = int(remaining.argmax())
+        counts[c] += 1
+        remaining[c] -= 1
+    return torch.repeat_interleave(torch.arange(num_classes), counts)
+
+
+def recover_labels(model: nn.Module, tensors: tuple[torch.Tensor, ...], num_samples: int) -> torch.Tensor:
+    """The label rule suited to the batch size (iDLG for one sample)."""
+    weight, bias = last_linear_gradient(model, tensors)
+    if num_samples == 1:
+        return idlg_label(weight)
+    return batch_labels(weight, bias, num_samples)

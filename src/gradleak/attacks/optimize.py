@@ -1,0 +1,172 @@
+"""Optimization loops shared by the attacks (plain functions, no attack logic).
+
+Both loops keep the best finite iterate, stop cleanly on a non-finite loss, on a
+wall-clock deadline or when the progress callback asks, and report why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+Objective = Callable[[], torch.Tensor]
+OnStep = Callable[[int, float], bool]
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Wall-clock budget shared by all restarts of one attack (None: no limit)."""
+
+    end: float | None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> "Deadline":
+        return cls(None if seconds is None else time.perf_counter() + seconds)
+
+    def passed(self) -> bool:
+        return self.end is not None and time.perf_counter() >= self.end
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    status: str  # "ok", "converged", "budget", "stopped", "nonfinite"
+    iterations: int
+    best_loss: float
+    history: tuple[float, ...]
+
+
+class _Best:
+    def __init__(self, variables: Sequence[torch.Tensor]) -> None:
+        self.variables = variables
+        self.loss = math.inf
+        self.state = [v.detach().clone() for v in variables]
+
+    def offer(self, loss: float, state: list[torch.Tensor] | None = None) -> None:
+        if loss < self.loss:
+            self.loss = loss
+            self.state = state if state is not None else [v.detach().clone() for v in self.variables]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for v, s in zip(self.variables, self.state):
+                v.copy_(s)
+
+
+def run_adam(
+    objective: Objective,
+    variables: Sequence[torch.Tensor],
+    *,
+    iterations: int,
+    lr: float,
+    signed: bool,
+    milestones: Sequence[int] = (),
+    project: Callable[[], None] | None = None,
+    deadline: Deadline = Deadline(None),
+    on_step: OnStep | None = None,
+    tol: float = 0.0,
+) -> LoopResult:
+    """Adam on `variables`; `signed` replaces gradients by their sign (Geiping et al.)."""
+    opt = torch.optim.Adam(variables, lr=lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
+    best = _Best(variables)
+    history: list[float] = []
+    status = "ok"
+    it = 0
+    for it in range(1, iterations + 1):
+        opt.zero_grad(set_to_none=True)
+        loss_t = objective()
+        loss = loss_t.item()
+        if not math.isfinite(loss):
+            status = "nonfinite"
+            break
+        best.offer(loss)
+        history.append(loss)
+        loss_t.backward()
+        if signed:
+            for v in variables:
+                if v.grad is not None:
+                    v.grad.sign_()
+        opt.step()
+        sched.step()
+        if project is not None:
+            project()
+        if loss <= tol:
+            status = "converged"
+            break
+        if on_step is not None and on_step(it, loss):
+            status = "stopped"
+            break
+        if deadline.passed():
+            status = "budget"
+            break
+    final = _final_loss(objective)
+    if math.isfinite(final):
+        best.offer(final)
+    best.restore()
+    return LoopResult(status, it, best.loss, tuple(history))
+
+
+def run_lbfgs(
+    objective: Objective,
+    variables: Sequence[torch.Tensor],
+    *,
+    steps: int,
+    lr: float = 1.0,
+    deadline: Deadline = Deadline(None),
+    on_step: OnStep | None = None,
+    tol: float = 0.0,
+) -> LoopResult:
+    """L-BFGS with torch defaults otherwise (DLG's optimizer, Zhu et al. 2019)."""
+    opt = torch.optim.LBFGS(variables, lr=lr)
+    best = _Best(variables)
+    history: list[float] = []
+    status = "ok"
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = objective()
+        loss.backward()
+        return loss.detach()
+
+    it = 0
+    for it in range(1, steps + 1):
+        before = [v.detach().clone() for v in variables]
+        loss = opt.step(closure).item()  # the loss at `before`, not after the step
+        if not math.isfinite(loss):
+            status = "nonfinite"
+            break
+        best.offer(loss, before)
+        history.append(loss)
+        if on_step is not None and on_step(it, loss):
+            status = "stopped"
+            break
+        if not _finite(variables):
+            status = "nonfinite"
+            break
+        if loss <= tol:
+            status = "converged"
+            break
+        if deadline.passed():
+            status = "budget"
+            break
+    if _finite(variables):
+        final = _final_loss(objective)
+        if math.isfinite(final):
+            best.offer(final)
+        elif status == "ok":
+            status = "nonfinite"
+    best.restore()
+    return LoopResult(status, it, best.loss, tuple(history))
+
+
+def _finite(variables: Sequence[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in variables)
+
+
+def _final_loss(objective: Objective) -> float:
+    with torch.enable_grad():
+        return float(objective().detach())

@@ -1,0 +1,91 @@
+"""The gradient-matching problem an optimization attack solves.
+
+An attack compares what the client shared (`target`) with what the attacker predicts
+the client would have shared for dummy data (`predict`). Two attacker models for a
+FedAvg delta (SoK, Du et al., Tab. 2): one that does not know the local configuration
+treats the delta as a single gradient step, target = -delta / assumed_lr (cosine
+objectives are invariant to assumed_lr; L2 objectives are not); one that knows it
+(assumption level 3) unrolls the client's local SGD on the dummy data and compares
+deltas, differentiating through every local step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradleak.errors import GradleakError
+from gradleak.fl.client import local_training
+from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
+
+Predict = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class MatchingProblem:
+    target: tuple[torch.Tensor, ...]
+    predict: Predict
+    gradient_view: tuple[torch.Tensor, ...]  # the update read as a gradient (for label rules)
+    model: nn.Module  # the attacker's private copy, in the client's mode
+    unrolled: bool
+
+
+def validate_update(model: nn.Module, update: ClientUpdate) -> None:
+    """Raise if the update does not fit the model's trainable parameters or is not finite."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if len(named) != len(update.tensors):
+        raise GradleakError(
+            f"the update has {len(update.tensors)} tensors but the model has {len(named)} trainable parameters"
+        )
+    for (name, param), tensor in zip(named, update.tensors):
+        if tuple(tensor.shape) != tuple(param.shape):
+            raise GradleakError(
+                f"update tensor for parameter {name!r} has shape {tuple(tensor.shape)}, "
+                f"the model's parameter has shape {tuple(param.shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise GradleakError(f"update tensor for parameter {name!r} contains NaN or inf")
+
+
+def build_problem(
+    model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, assumed_lr: float = 1.0
+) -> MatchingProblem:
+    validate_update(model, update)
+    if not (assumed_lr > 0 and math.isfinite(assumed_lr)):
+        raise GradleakError(f"assumed_lr must be a positive finite number, got {assumed_lr!r}")
+    work = copy.deepcopy(model).train(update.model_mode == "train")
+    params = [p for p in work.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(True)
+    observed = tuple(t.detach().to(params[0].dtype) for t in update.tensors)
+
+    if update.protocol is Protocol.FEDSGD:
+        gradient_view = observed
+    else:
+        gradient_view = tuple(-t / assumed_lr for t in observed)
+
+    if update.protocol is Protocol.FEDAVG and knowledge.knows_training:
+        training = knowledge.training
+        names = [n for n, p in work.named_parameters() if p.requires_grad]
+        start = {n: p.detach().clone().requires_grad_(True) for n, p in zip(names, params)}
+        buffers = {n: b.detach().clone() for n, b in work.named_buffers()}
+
+        def predict_unrolled(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            final = local_training(
+                work, start, {n: b.clone() for n, b in buffers.items()}, x, targets, training, create_graph=True
+            )
+            return tuple(final[n] - start[n] for n in names)
+
+        return MatchingProblem(observed, predict_unrolled, gradient_view, work, True)
+
+    def predict_step(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loss = F.cross_entropy(work(x), targets)
+        return torch.autograd.grad(loss, params, create_graph=True)
+
+    return MatchingProblem(gradient_view, predict_step, gradient_view, work, False)
