@@ -183,4 +183,4 @@ def known_or_inferred_labels(problem, knowledge: AttackerKnowledge) -> torch.Ten
 
     if knowledge.label_knowledge is LabelKnowledge.GIVEN:
         return knowledge.labels.detach().long().reshape(-1)
-    return recover_labels(problem.model, problem.gradient_view, knowledge.num_samples)
+    return recover_labels(problem.model, problem.gradient_view, knowledge.num_samples, knowledge.input_shape)

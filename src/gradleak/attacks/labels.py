@@ -4,10 +4,12 @@
 to the last linear layer: the true class is the row of the weight gradient with the
 negative sum. `batch_labels`: a count-aware rule for B samples. With the mean
 cross-entropy, the bias gradient of class c is mean_i(p_ic) - n_c / B, so
-n_c ~= B * (p_c - g_c); without outputs we take p_c ~= 1/C (untrained networks are
-close to uniform) and allocate the B labels greedily: first every class with a
-negative gradient (it must occur), then by the largest remaining estimate. Exact
-for one sample; approximate for trained models with confident predictions.
+n_c ~= B * (p_c - g_c). The attacker does not see the client's outputs, so it
+estimates the mean prediction p_c on random inputs of the known shape through the
+model it holds (the idea of LLG+/iLRG-style estimators; 1/C when no shape is given),
+then allocates the B labels greedily: first every class with a negative gradient
+(it must occur), then by the largest remaining estimate. Exact for one sample;
+approximate for trained models whose confidence on data differs from noise.
 """
 
 from __future__ import annotations
@@ -40,15 +42,28 @@ def idlg_label(weight_grad: torch.Tensor) -> torch.Tensor:
     return weight_grad.sum(dim=1).argmin().reshape(1)
 
 
-def batch_labels(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, num_samples: int) -> torch.Tensor:
+def mean_prediction(model: nn.Module, input_shape: tuple[int, ...], samples: int = 32) -> torch.Tensor:
+    """Mean softmax output of `model` on seeded N(0, 1) inputs of `input_shape`."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        return torch.softmax(model(torch.randn(samples, *input_shape, generator=gen)), dim=-1).mean(0)
+
+
+def batch_labels(
+    weight_grad: torch.Tensor,
+    bias_grad: torch.Tensor | None,
+    num_samples: int,
+    mean_probs: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Count-aware label multiset for `num_samples` samples (sorted class indices)."""
     num_classes = weight_grad.shape[0]
+    probs = torch.full((num_classes,), 1.0 / num_classes) if mean_probs is None else mean_probs.double()
     score = bias_grad if bias_grad is not None else weight_grad.sum(dim=1)
     if num_samples == 1:
         return score.argmin().reshape(1)
     # without a bias, row sums carry the sign but a scale of the input norm: normalize
     scale = 1.0 if bias_grad is not None else float(score.abs().sum() / 2 + 1e-12)
-    estimate = num_samples * (1.0 / num_classes - score.double() / scale)
+    estimate = num_samples * (probs - score.double() / scale)
     counts = torch.zeros(num_classes, dtype=torch.long)
     for c in torch.argsort(score)[:num_samples]:
         if score[c] < 0:
@@ -61,9 +76,12 @@ def batch_labels(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, num_
     return torch.repeat_interleave(torch.arange(num_classes), counts)
 
 
-def recover_labels(model: nn.Module, tensors: tuple[torch.Tensor, ...], num_samples: int) -> torch.Tensor:
+def recover_labels(
+    model: nn.Module, tensors: tuple[torch.Tensor, ...], num_samples: int, input_shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
     """The label rule suited to the batch size (iDLG for one sample)."""
     weight, bias = last_linear_gradient(model, tensors)
     if num_samples == 1:
         return idlg_label(weight)
-    return batch_labels(weight, bias, num_samples)
+    probs = None if input_shape is None else mean_prediction(model, input_shape)
+    return batch_labels(weight, bias, num_samples, probs)
