@@ -1,0 +1,101 @@
+"""Atomic file writes: readers see the old file or the complete new one, never a part.
+
+Data goes to a temporary file in the target's directory (same file system, so the
+rename is atomic), is flushed to disk, then `os.replace`d over the target. On any
+failure the temporary file is removed and the target is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from gradleak.errors import GradleakError
+
+
+def _umask() -> int:
+    # reading the umask via os.umask() briefly changes it for every thread; Linux
+    # exposes it read-only in /proc
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _fsync_dir(directory: Path) -> None:
+    # makes the rename itself durable; not possible on every platform
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
+    target = Path(path)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise GradleakError(f"data must be bytes, got {type(data).__name__}")
+    directory = target.parent
+    if not directory.is_dir():
+        raise GradleakError(f"cannot write {str(target)!r}: folder {str(directory)!r} does not exist")
+    if target.is_dir():
+        raise GradleakError(f"cannot write {str(target)!r}: it is a folder")
+    # mkstemp creates 0600; keep an existing file's mode, else what open() would give
+    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically; returns the path."""
+    if not isinstance(text, str):
+        raise GradleakError(f"text must be a str, got {type(text).__name__}")
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str],
+    obj: Any,
+    *,
+    indent: int | None = 2,
+    sort_keys: bool = False,
+    default: Callable[[Any], Any] | None = None,
+) -> Path:
+    """Write `obj` as JSON (plus a final newline) to `path` atomically; returns the path.
+
+    Serialization happens before any file is touched, so an unserializable object
+    (TypeError from `json`) leaves nothing behind.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default)
+    return atomic_write_text(path, text + "\n")
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]

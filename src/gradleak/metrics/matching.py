@@ -1,0 +1,75 @@
+"""Hungarian matching of reconstructions to originals.
+
+With a batch the attack returns reconstructions in arbitrary order, so every metric is
+computed on the pairs of a minimum-cost one-to-one assignment.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from gradleak.errors import GradleakError
+from gradleak.metrics.functional import pairwise_mse, pairwise_ssim
+from gradleak.registry import Registry
+
+# A cost takes (original (N, C, H, W), reconstruction (M, C, H, W)) and returns an
+# (N, M) tensor, lower is better. LPIPS can be added here by name later.
+PairwiseCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MATCHING_COSTS: Registry[PairwiseCost] = Registry("matching cost")
+
+
+@MATCHING_COSTS.register("mse", "mean squared error between every original and reconstruction")
+def mse_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    return pairwise_mse(original, reconstruction)
+
+
+@MATCHING_COSTS.register("ssim", "1 - SSIM between every original and reconstruction (slower)")
+def ssim_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    return 1.0 - pairwise_ssim(original, reconstruction)
+
+
+def match(reconstruction: torch.Tensor, original: torch.Tensor, cost: str = "mse") -> torch.Tensor:
+    """Indices (N,) such that `reconstruction[out[i]]` is matched to `original[i]`.
+
+    Minimizes the summed pairwise `cost` (a name in `MATCHING_COSTS`) with the
+    Hungarian algorithm. There may be more reconstructions than originals; extra ones
+    stay unmatched. Non-finite costs (NaN reconstructions) count as worse than any
+    finite cost instead of failing the assignment.
+    """
+    cost_fn = MATCHING_COSTS.get(cost)
+    for name, t in (("reconstruction", reconstruction), ("original", original)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise GradleakError(f"{name} must be a tensor of shape (N, C, H, W), got {got}")
+    if reconstruction.shape[1:] != original.shape[1:]:
+        raise GradleakError(
+            f"reconstruction and original must hold images of the same shape, got reconstruction "
+            f"{tuple(reconstruction.shape)} and original {tuple(original.shape)}"
+        )
+    n, m = original.shape[0], reconstruction.shape[0]
+    if m < n:
+        raise GradleakError(
+            f"need at least as many reconstructions as originals to match, got reconstruction "
+            f"{tuple(reconstruction.shape)} and original {tuple(original.shape)}"
+        )
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    matrix = cost_fn(original, reconstruction).detach().to(torch.float64).cpu().numpy()
+    if matrix.shape != (n, m):
+        raise GradleakError(f"matching cost {cost!r} must return shape {(n, m)}, got {matrix.shape}")
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        # scipy rejects NaN/inf; a value above every finite total keeps them last resort
+        top = float(np.abs(matrix[finite]).max()) if finite.any() else 0.0
+        matrix = np.where(finite, matrix, (top + 1.0) * (n + 1))
+    rows, cols = linear_sum_assignment(matrix)
+    out = np.empty(n, dtype=np.int64)
+    out[rows] = cols
+    return torch.from_numpy(out)
+
+
+__all__ = ["MATCHING_COSTS", "PairwiseCost", "match"]
