@@ -1,0 +1,232 @@
+"""Command line: `gradleak attack`, `gradleak list`.
+
+Parsing (flags and YAML) happens here and only here; the library receives an
+`AuditConfig`. User mistakes print one line and exit 2; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from gradleak.errors import GradleakError
+
+EXIT_USER_ERROR = 2
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    """Parse `key=value` with YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    return key.strip().replace("-", "_"), parsed
+
+
+def _attack_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("attack", help="simulate a client update, attack it, measure the leak",
+                       description="Reconstruct a client's private images from the update it shares.")
+    g = p.add_argument_group("data")
+    g.add_argument("-d", "--dataset", help="dataset name (see `gradleak list`); default photos")
+    g.add_argument("--data-root", help="folder holding the dataset files (file-based datasets)")
+    g.add_argument("--download", action="store_true", default=None, help="fetch the official archives first")
+    g.add_argument("--split", choices=["train", "test"])
+    g.add_argument("-i", "--index", dest="indices", type=int, nargs="+", help="image indices to attack")
+    g.add_argument("-b", "--batch-size", type=int, help="number of images in the client's batch")
+    g.add_argument("--image-size", type=int, help="resize images to this square size")
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", help="model name (see `gradleak list`); default lenet")
+    g.add_argument("--model-opt", dest="model_options", type=_kv, action="append", metavar="KEY=VALUE",
+                   help="model option, repeatable (e.g. width=16)")
+    g.add_argument("-p", "--checkpoint", help="state_dict file loaded with torch.load(weights_only=True)")
+    g.add_argument("--mode", choices=["eval", "train"], help="model mode of the client and the attacker")
+    g = p.add_argument_group("client")
+    g.add_argument("--protocol", choices=["fedsgd", "fedavg"])
+    g.add_argument("--lr", type=float, help="client learning rate (fedavg)")
+    g.add_argument("--epochs", type=int, help="local epochs (fedavg)")
+    g.add_argument("--local-batch-size", type=int, help="local mini-batch size (fedavg; default full batch)")
+    g = p.add_argument_group("attack")
+    g.add_argument("-a", "--attack", help="attack name (see `gradleak list`); default idlg")
+    g.add_argument("--iterations", type=int, help="optimization steps per restart")
+    g.add_argument("--restarts", type=int, help="independent random starts")
+    g.add_argument("--attack-lr", type=float, help="the attack optimizer's learning rate")
+    g.add_argument("--tv", type=float, help="total-variation weight (ig)")
+    g.add_argument("--max-seconds", type=float, help="wall-clock budget of the attack")
+    g.add_argument("--attack-opt", dest="attack_extra", type=_kv, action="append", metavar="KEY=VALUE",
+                   help="any other attack option, repeatable")
+    g.add_argument("--labels", choices=["auto", "given"], help="'given' hands the true labels to the attacker")
+    g.add_argument("--knows-training", action="store_true", default=None,
+                   help="attacker knows the local configuration and simulates the local steps")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", help="YAML file with any of these settings (flags override it)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("-o", "--out", help="output folder (default runs/<time>-<attack>-<model>)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+CONFIG_KEYS = {
+    "dataset", "data_root", "download", "split", "indices", "batch_size", "image_size", "model", "model_options",
+    "checkpoint", "mode", "protocol", "lr", "epochs", "local_batch_size", "attack", "attack_options", "labels",
+    "knows_training", "seed",
+}
+ATTACK_FLAGS = {"iterations": "iterations", "restarts": "restarts", "attack_lr": "lr", "tv": "tv",
+                "max_seconds": "max_seconds"}
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise GradleakError(f"--config file {path!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise GradleakError(f"--config file {path!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise GradleakError(f"--config file {path!r} must hold a mapping of settings, got {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        raise GradleakError(f"--config file {path!r} has unknown keys {unknown}; allowed: {sorted(CONFIG_KEYS)}")
+    return data
+
+
+def build_config(args: argparse.Namespace):
+    from gradleak.audit import AuditConfig
+
+    settings: dict[str, Any] = _load_yaml(args.config) if args.config else {}
+    for key in CONFIG_KEYS - {"model_options", "attack_options"}:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    model_options = dict(settings.get("model_options") or {})
+    model_options.update(dict(args.model_options or []))
+    settings["model_options"] = model_options
+    attack_options = dict(settings.get("attack_options") or {})
+    for flag, option in ATTACK_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            attack_options[option] = value
+    attack_options.update(dict(args.attack_extra or []))
+    settings["attack_options"] = attack_options
+    if "indices" in settings and settings["indices"] is not None:
+        settings["indices"] = tuple(int(i) for i in settings["indices"])
+        if "batch_size" not in settings:
+            settings["batch_size"] = len(settings["indices"])
+    try:
+        return AuditConfig(**settings)
+    except TypeError as exc:
+        raise GradleakError(f"invalid setting: {exc}") from None
+
+
+def _default_out(config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.attack}-{config.model}"
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from gradleak.audit import run_audit
+
+    config = build_config(args)
+    out = Path(args.out) if args.out else _default_out(config)
+    if out.exists() and not args.overwrite:
+        raise GradleakError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise GradleakError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+    from gradleak.cli_render import attack_progress, metrics_table
+
+    with attack_progress(enabled=not args.quiet) as callback:
+        run = run_audit(config, callback=callback)
+    write_outputs(out, run, overwrite=args.overwrite)
+    metrics_table(run, out)
+    return 0 if run.result.status != "nonfinite" else 1
+
+
+def write_outputs(out: Path, run, *, overwrite: bool) -> None:
+    """Write the report into a temporary sibling folder, then move it into place."""
+    import json
+
+    import yaml
+
+    from gradleak.report import save_grid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result = run.result
+        (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(_plain(result.settings), sort_keys=True))
+        title = (f"{result.settings['attack']} on {result.settings['model']}, {result.settings['protocol']}: "
+                 f"PSNR {result.metrics.psnr_mean:.1f} dB, SSIM {result.metrics.ssim_mean:.3f}")
+        save_grid(tmp / "reconstruction.png", run.original, run.reconstruction, psnr=list(result.metrics.psnr),
+                  title=title)
+        if out.exists() and overwrite:
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def cmd_list(_args: argparse.Namespace) -> int:
+    from gradleak.cli_render import registry_tables
+
+    registry_tables()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gradleak", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _attack_parser(sub).set_defaults(func=cmd_attack)
+    sub.add_parser("list", help="registered attacks, models, datasets and metrics").set_defaults(func=cmd_list)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except GradleakError as exc:
+        print(f"gradleak: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("gradleak: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

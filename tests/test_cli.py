@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradleak.cli import main
+
+
+def run_cli(*args):
+    return main([*args])
+
+
+def test_attack_writes_report_and_refuses_existing_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli("attack", "--iterations", "30", "--restarts", "1", "-q", "-o", str(out), "--image-size", "16")
+    assert code == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["config.yaml", "metrics.json", "reconstruction.png"]
+    report = json.loads((out / "metrics.json").read_text())
+    assert {"psnr", "ssim", "mse", "label_accuracy"} <= set(report["metrics"])
+    assert report["knowledge"]["assumption_levels"] == [0]
+    assert report["knowledge"]["labels"] == "inferred"
+    assert report["seed"] == 0 and "torch" in report["versions"]
+    assert report["settings"]["model"] == "lenet" and report["settings"]["indices"] == [0]
+    capsys.readouterr()
+    code = run_cli("attack", "--iterations", "1", "-q", "-o", str(out))
+    assert code == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    code = run_cli("attack", "--iterations", "2", "--restarts", "1", "-q", "-o", str(out), "--overwrite",
+                   "--image-size", "16")
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["timings"]["attack_iterations"] <= 2
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folders left behind
+
+
+def test_yaml_config_and_flags_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: digits\nattack: ig\nattack_options: {iterations: 3, tv: 0.01}\nbatch_size: 2\n")
+    out = tmp_path / "run"
+    assert run_cli("attack", "--config", str(cfg), "--iterations", "4", "-q", "-o", str(out), "-m", "mlp") == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["dataset"] == "digits" and settings["attack_options"] == {"iterations": 4, "tv": 0.01}
+    assert len(settings["indices"]) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-a", "nope"], "unknown attack 'nope'; known attacks: dlg, idlg, ig"),
+        (["-m", "nope"], "unknown model 'nope'"),
+        (["-d", "nope"], "unknown dataset 'nope'"),
+        (["-i", "100000"], "indices"),
+        (["-b", "100000"], "batch_size"),
+        (["-d", "cifar10", "--data-root", "/nonexistent"], "--download"),
+        (["--attack-opt", "bogus=1"], "does not take ['bogus']"),
+        (["-p", "/nonexistent.pt"], "/nonexistent.pt"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2_and_no_output(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    code = run_cli("attack", "-q", "-o", str(out), "--iterations", "1", *args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_yaml_key_is_named(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("datset: photos\n")
+    assert run_cli("attack", "--config", str(cfg), "-o", str(tmp_path / "r")) == 2
+    assert "unknown keys ['datset']" in capsys.readouterr().err
+
+
+def test_list_shows_every_registry(capsys):
+    assert run_cli("list") == 0
+    text = capsys.readouterr().out
+    for name in ("dlg", "idlg", "ig", "lenet", "convnet", "resnet18", "cnn6", "photos", "faces", "digits", "psnr",
+                 "ssim"):
+        assert name in text
+
+
+def test_console_script_entry_point_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gradleak.cli", "list"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "attacks" in proc.stdout
