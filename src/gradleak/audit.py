@@ -167,6 +167,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         seed=config.seed,
         versions=versions(),
         restart_losses=recon.restart_losses,
+        restart_statuses=recon.restart_statuses,
         model_mode=config.mode,
     )
     predicted = None if recon.labels is None else recon.labels[list(metrics.assignment)]

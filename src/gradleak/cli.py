@@ -76,7 +76,8 @@ def _attack_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int)
     g.add_argument("-o", "--out", help="output folder (default runs/<time>-<attack>-<model>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: small models run fastest on one; raise for ResNets)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -167,7 +167,8 @@ class AttackerKnowledge:
 class Reconstruction:
     """An attack's output in the model's input space (normalized, as the model sees it).
 
-    `restart_losses` holds each restart's final objective; `best_restart` indexes it.
+    `restart_losses` holds each restart's best objective and `restart_statuses` how it
+    ended ("converged", "plateau", ...); `best_restart` indexes them.
     `status` is "ok", "budget" (wall-clock budget hit), "stopped" (callback asked) or
     "nonfinite" (the loss became NaN/inf; the best finite iterate is returned).
     """
@@ -182,6 +183,7 @@ class Reconstruction:
     assumptions: tuple[Assumption, ...] = (Assumption.BASIC,)
     label_knowledge: LabelKnowledge = LabelKnowledge.UNKNOWN
     loss_history: tuple[float, ...] = ()
+    restart_statuses: tuple[str, ...] = ()
     peak_memory_mb: float | None = None
 
 
@@ -240,6 +242,7 @@ class AuditResult:
     seed: int
     versions: Mapping[str, str] = field(default_factory=dict)
     restart_losses: tuple[float, ...] = ()
+    restart_statuses: tuple[str, ...] = ()
     model_mode: str = "eval"
 
     def to_json(self) -> dict[str, Any]:
@@ -259,6 +262,7 @@ class AuditResult:
             },
             "model_mode": self.model_mode,
             "restart_losses": list(self.restart_losses),
+            "restart_statuses": list(self.restart_statuses),
             "timings": dict(self.timings),
             "settings": dict(self.settings),
             "seed": self.seed,

@@ -118,7 +118,7 @@ class Attack(ABC):
         status = results[best].status
         if stopped:
             status = results[-1].status
-        elif status == "converged":
+        elif status in ("converged", "plateau"):
             status = "ok"
         return Reconstruction(
             data=results[best].data,
@@ -131,6 +131,7 @@ class Attack(ABC):
             assumptions=self._assumptions(knowledge),
             label_knowledge=self._label_knowledge(knowledge),
             loss_history=results[best].history,
+            restart_statuses=tuple(res.status for res in results),
         )
 
     def _deadline(self, start: float):

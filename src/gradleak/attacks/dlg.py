@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from gradleak.attacks.base import Attack, RestartResult, check_positive_float, check_positive_int, dummy_data
 from gradleak.attacks.objectives import l2_distance
-from gradleak.attacks.optimize import run_lbfgs
+from gradleak.attacks.optimize import Plateau, run_lbfgs
 from gradleak.attacks.problem import build_problem
+from gradleak.errors import GradleakError
 from gradleak.records import LabelKnowledge
 
 
@@ -28,8 +29,10 @@ class DLG(Attack):
         restarts: independent random starts; the lowest final loss wins (paper: 1; DLG
             fails on about a third of random starts, and failed L-BFGS runs stall
             early, so extra restarts are cheap).
-        tol: a restart whose gradient distance falls to this value has converged and
-            ends the attack (paper: none).
+        tol: a restart whose gradient distance falls to `tol` times the squared norm of
+            the target has converged and ends the attack (paper: none).
+        patience: abandon a restart whose best loss fell by less than 1% in this many
+            steps (a stalled start); 0 disables (paper: none).
         max_seconds: wall-clock budget for the whole attack (None: unlimited).
         assumed_lr: for a FedAvg delta when the local configuration is unknown, the
             learning rate assumed to turn it into one gradient step.
@@ -44,7 +47,8 @@ class DLG(Attack):
         iterations: int = 300,
         lr: float = 1.0,
         restarts: int = 4,
-        tol: float = 1e-9,
+        tol: float = 1e-8,
+        patience: int = 30,
         max_seconds: float | None = None,
         assumed_lr: float = 1.0,
     ) -> None:
@@ -52,6 +56,9 @@ class DLG(Attack):
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
         self.tol = check_positive_float("tol", tol, allow_zero=True)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise GradleakError(f"patience must be an integer >= 0, got {patience!r}")
+        self.patience = patience
         self.assumed_lr = check_positive_float("assumed_lr", assumed_lr)
 
     def _iterations(self) -> int:
@@ -80,7 +87,9 @@ class DLG(Attack):
             def objective() -> torch.Tensor:
                 return l2_distance(problem.predict(x, hard), problem.target)
 
+        scale = float(sum((t.double() ** 2).sum() for t in problem.target))
         result = run_lbfgs(objective, variables, steps=self.iterations, lr=self.lr, deadline=deadline,
-                           on_step=on_step, tol=self.tol)
+                           on_step=on_step, tol=self.tol * scale,
+                           plateau=Plateau(self.patience) if self.patience else None)
         labels = variables[1].detach().argmax(dim=-1) if learn else hard
         return RestartResult(x.detach(), labels, result.best_loss, result.iterations, result.status, result.history)

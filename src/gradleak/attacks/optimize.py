@@ -32,8 +32,19 @@ class Deadline:
 
 
 @dataclass(frozen=True)
+class Plateau:
+    """Stop when the best loss has not fallen by `min_improvement` (relative) in `patience` steps."""
+
+    patience: int
+    min_improvement: float = 0.01
+
+    def stalled(self, best_then: float, best_now: float) -> bool:
+        return best_now > best_then * (1 - self.min_improvement)
+
+
+@dataclass(frozen=True)
 class LoopResult:
-    status: str  # "ok", "converged", "budget", "stopped", "nonfinite"
+    status: str  # "ok", "converged", "plateau", "budget", "stopped", "nonfinite"
     iterations: int
     best_loss: float
     history: tuple[float, ...]
@@ -68,12 +79,14 @@ def run_adam(
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
     tol: float = 0.0,
+    plateau: Plateau | None = None,
 ) -> LoopResult:
     """Adam on `variables`; `signed` replaces gradients by their sign (Geiping et al.)."""
     opt = torch.optim.Adam(variables, lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
     best = _Best(variables)
     history: list[float] = []
+    best_by_step: list[float] = []
     status = "ok"
     it = 0
     for it in range(1, iterations + 1):
@@ -85,6 +98,7 @@ def run_adam(
             break
         best.offer(loss)
         history.append(loss)
+        best_by_step.append(best.loss)
         loss_t.backward()
         if signed:
             for v in variables:
@@ -99,6 +113,9 @@ def run_adam(
             break
         if on_step is not None and on_step(it, loss):
             status = "stopped"
+            break
+        if _stalled(plateau, best_by_step, best.loss):
+            status = "plateau"
             break
         if deadline.passed():
             status = "budget"
@@ -119,11 +136,13 @@ def run_lbfgs(
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
     tol: float = 0.0,
+    plateau: Plateau | None = None,
 ) -> LoopResult:
     """L-BFGS with torch defaults otherwise (DLG's optimizer, Zhu et al. 2019)."""
     opt = torch.optim.LBFGS(variables, lr=lr)
     best = _Best(variables)
     history: list[float] = []
+    best_by_step: list[float] = []
     status = "ok"
 
     def closure() -> torch.Tensor:
@@ -141,6 +160,7 @@ def run_lbfgs(
             break
         best.offer(loss, before)
         history.append(loss)
+        best_by_step.append(best.loss)
         if on_step is not None and on_step(it, loss):
             status = "stopped"
             break
@@ -149,6 +169,9 @@ def run_lbfgs(
             break
         if loss <= tol:
             status = "converged"
+            break
+        if _stalled(plateau, best_by_step, best.loss):
+            status = "plateau"
             break
         if deadline.passed():
             status = "budget"
@@ -161,6 +184,12 @@ def run_lbfgs(
             status = "nonfinite"
     best.restore()
     return LoopResult(status, it, best.loss, tuple(history))
+
+
+def _stalled(plateau: Plateau | None, best_by_step: list[float], best_now: float) -> bool:
+    if plateau is None or len(best_by_step) <= plateau.patience:
+        return False
+    return plateau.stalled(best_by_step[-1 - plateau.patience], best_now)
 
 
 def _finite(variables: Sequence[torch.Tensor]) -> bool:
