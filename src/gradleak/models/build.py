@@ -1,83 +1,151 @@
-"""Build a registered model deterministically and load checkpoints safely."""
+"""Build a registered model deterministically and load checkpoints all or nothing.
+
+Factories are registered in `MODELS` with the signature
+`factory(num_classes, input_shape, *, option=default, ...)`; the keyword options and
+their defaults are read from that signature, so help texts and error messages never
+drift from the code.
+"""
 
 from __future__ import annotations
 
 import inspect
+import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.models.layers import check_input_shape
 from gradleak.registry import Registry
 
-MODELS: Registry = Registry("model")
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[..., nn.Module]
+
+MODELS: Registry[ModelFactory] = Registry("model")
+
+# wrapping keys used by common training scripts (ours, R-GAP's, Lightning-style exports)
+_WRAPPER_KEYS = ("state_dict", "model_state_dict")
+# nn.DataParallel / DistributedDataParallel prefix every key with this
+_PARALLEL_PREFIX = "module."
 
 
-def model_options(name: str) -> dict[str, Any]:
-    """Option name -> default of a registered model."""
-    sig = inspect.signature(MODELS.get(name))
-    return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+def model_options(name: str) -> dict[str, object]:
+    """Option name -> default for the registered model `name` (raises UnknownNameError)."""
+    params = list(inspect.signature(MODELS.get(name)).parameters.values())
+    # the first two parameters are num_classes and input_shape; the rest are options
+    return {
+        p.name: p.default
+        for p in params[2:]
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
+    }
 
 
 def build_model(
     name: str,
     *,
     num_classes: int,
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, int, int],
     seed: int = 0,
     checkpoint: str | Path | None = None,
     **options: Any,
 ) -> nn.Module:
-    """A fresh model in eval mode, initialized under `seed` without touching the global RNG."""
+    """A fresh model in eval mode, initialized under `seed`, optionally loaded from `checkpoint`.
+
+    The global torch RNG state is the same after the call as before it, so building a
+    model never shifts the randomness of the data, client or attack that follow.
+    """
     factory = MODELS.get(name)
+    key = MODELS.entry(name).name
     accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        listed = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
-        raise GradleakError(f"model {name!r} does not take options {unknown}; it takes: {listed}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise GradleakError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        listed = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) if accepted else "(none)"
+        raise GradleakError(
+            f"model {key!r} does not accept option(s) {', '.join(repr(u) for u in unknown)}; "
+            f"accepted options (with defaults): {listed}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise GradleakError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise GradleakError(f"seed must be an integer; got {seed!r}")
+    shape = check_input_shape(key, input_shape)
+    # fork only the CPU generator: construction happens on the CPU, and forking CUDA
+    # generators would initialize CUDA as a side effect
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try:
-            model = factory(num_classes, tuple(int(s) for s in input_shape), **options)
-        except TypeError as exc:
-            raise GradleakError(f"model {name!r}: bad option value: {exc}") from None
+        model = factory(num_classes, shape, **options)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+    log.debug("built model %s for input %s, %d classes, seed %d", key, shape, num_classes, seed)
     return model.eval()
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a state_dict (bare, or under "state_dict"/"model_state_dict") all or nothing."""
+    """Load a state_dict into `model` in place, all or nothing; returns `model`.
+
+    Accepts a bare state_dict or a dict holding one under "state_dict" or
+    "model_state_dict"; a uniform "module." prefix (DataParallel) is dropped. Every key
+    and shape is checked before anything is copied, so a failed load leaves the model
+    untouched.
+    """
     path = Path(path)
+    shown = repr(str(path))
+    if not path.exists():
+        raise GradleakError(f"checkpoint {shown} does not exist")
     if not path.is_file():
-        raise GradleakError(f"checkpoint {str(path)!r} does not exist")
+        raise GradleakError(f"checkpoint {shown} is not a file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for unreadable files
-        raise GradleakError(f"checkpoint {str(path)!r} cannot be read: {str(exc).splitlines()[0]}") from None
-    if isinstance(state, dict):
-        for key in ("state_dict", "model_state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise GradleakError(f"checkpoint {str(path)!r} does not hold a state_dict of tensors")
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip, EOF and runtime errors for bad files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GradleakError(f"checkpoint {shown} cannot be read as a weights-only torch file: {first}") from None
+    state = _unwrap(raw, shown)
+
     own = model.state_dict()
+    if state and all(k.startswith(_PARALLEL_PREFIX) for k in state) and not any(
+        k.startswith(_PARALLEL_PREFIX) for k in own
+    ):
+        state = {k[len(_PARALLEL_PREFIX):]: v for k, v in state.items()}
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
+    if missing:
         raise GradleakError(
-            f"checkpoint {str(path)!r} does not fit the model: missing keys {missing[:3]}, unexpected {unexpected[:3]}"
+            f"checkpoint {shown} does not fit the model: key {missing[0]!r} (shape {tuple(own[missing[0]].shape)}) "
+            f"is missing from the file ({len(missing)} missing key(s) in all)"
+        )
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise GradleakError(
+            f"checkpoint {shown} does not fit the model: key {unexpected[0]!r} (shape "
+            f"{tuple(state[unexpected[0]].shape)}) is not in the model ({len(unexpected)} unexpected key(s) in all)"
         )
     for key, value in own.items():
         if tuple(state[key].shape) != tuple(value.shape):
             raise GradleakError(
-                f"checkpoint {str(path)!r}: {key!r} has shape {tuple(state[key].shape)}, "
-                f"the model expects {tuple(value.shape)}"
+                f"checkpoint {shown} does not fit the model: {key!r} has shape {tuple(state[key].shape)} "
+                f"in the file, the model expects {tuple(value.shape)}"
             )
     model.load_state_dict(state, strict=True)
+    log.debug("loaded checkpoint %s (%d tensors)", path, len(state))
     return model
+
+
+def _unwrap(raw: object, shown: str) -> dict[str, torch.Tensor]:
+    """The state_dict inside a loaded checkpoint, checked to map strings to tensors."""
+    if isinstance(raw, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
+    if not isinstance(raw, Mapping):
+        raise GradleakError(f"checkpoint {shown} holds a {type(raw).__name__}; expected a state_dict "
+                            f"(a dict of tensors, bare or under {' or '.join(map(repr, _WRAPPER_KEYS))})")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise GradleakError(f"checkpoint {shown}: entry {key!r} is a {type(value).__name__}, not a tensor; "
+                                f"expected a state_dict (a dict of tensors, bare or under "
+                                f"{' or '.join(map(repr, _WRAPPER_KEYS))})")
+    return dict(raw)
