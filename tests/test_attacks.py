@@ -184,3 +184,20 @@ def test_unknown_attack_lists_known_ones_and_bad_hyperparameters_are_named():
         ATTACKS.get("ig")(iterations=0)
     with pytest.raises(GradleakError, match="distance"):
         ATTACKS.get("ig")(distance="l3")
+
+
+def test_attack_quality_falls_as_local_steps_grow():
+    """SoK Tab. 1 on a tiny case: the attacker that reads a FedAvg delta as one step degrades with steps."""
+    from gradleak.metrics import evaluate_images
+
+    model = tiny_lenet()
+    x = _image(n=2)
+    y = torch.tensor([1, 5])
+    psnrs = []
+    for steps in (1, 2, 4, 8):
+        update = simulate_client(model, x, y, LocalTraining(Protocol.FEDAVG, lr=0.5, epochs=steps))
+        knowledge = _knowledge(2, label_knowledge="given", labels=y)
+        rec = ATTACKS.get("ig")(iterations=300).reconstruct(model, update, knowledge)
+        psnrs.append(evaluate_images(rec.data.clamp(-1, 1) / 2 + 0.5, x / 2 + 0.5).psnr_mean)
+    assert psnrs[0] > 22 and psnrs[0] > psnrs[-1] + 8, psnrs
+    assert all(b <= a + 1.0 for a, b in zip(psnrs, psnrs[1:])), psnrs
