@@ -108,17 +108,8 @@ def run_adam(
         sched.step()
         if project is not None:
             project()
-        if loss <= tol:
-            status = "converged"
-            break
-        if on_step is not None and on_step(it, loss):
-            status = "stopped"
-            break
-        if _stalled(plateau, best_by_step, best.loss):
-            status = "plateau"
-            break
-        if deadline.passed():
-            status = "budget"
+        status = _stop_reason(it, loss, tol, on_step, plateau, best_by_step, deadline)
+        if status != "ok":
             break
     final = _final_loss(objective)
     if math.isfinite(final):
@@ -161,20 +152,9 @@ def run_lbfgs(
         best.offer(loss, before)
         history.append(loss)
         best_by_step.append(best.loss)
-        if on_step is not None and on_step(it, loss):
-            status = "stopped"
-            break
-        if not _finite(variables):
-            status = "nonfinite"
-            break
-        if loss <= tol:
-            status = "converged"
-            break
-        if _stalled(plateau, best_by_step, best.loss):
-            status = "plateau"
-            break
-        if deadline.passed():
-            status = "budget"
+        status = "nonfinite" if not _finite(variables) else _stop_reason(
+            it, loss, tol, on_step, plateau, best_by_step, deadline)
+        if status != "ok":
             break
     if _finite(variables):
         final = _final_loss(objective)
@@ -184,6 +164,19 @@ def run_lbfgs(
             status = "nonfinite"
     best.restore()
     return LoopResult(status, it, best.loss, tuple(history))
+
+
+def _stop_reason(it, loss, tol, on_step, plateau, best_by_step, deadline) -> str:
+    """Why the loop should stop after this step, or "ok" to go on (the callback always runs)."""
+    if on_step is not None and on_step(it, loss):
+        return "stopped"
+    if loss <= tol:
+        return "converged"
+    if _stalled(plateau, best_by_step, best_by_step[-1]):
+        return "plateau"
+    if deadline.passed():
+        return "budget"
+    return "ok"
 
 
 def _stalled(plateau: Plateau | None, best_by_step: list[float], best_now: float) -> bool:
