@@ -201,3 +201,18 @@ def test_attack_quality_falls_as_local_steps_grow():
         psnrs.append(evaluate_images(rec.data.clamp(-1, 1) / 2 + 0.5, x / 2 + 0.5).psnr_mean)
     assert psnrs[0] > 22 and psnrs[0] > psnrs[-1] + 8, psnrs
     assert all(b <= a + 1.0 for a, b in zip(psnrs, psnrs[1:])), psnrs
+
+
+def test_label_rules_are_named_strategies():
+    from gradleak.attacks.labels import LABEL_RULES
+
+    assert LABEL_RULES.names() == ["auto", "count", "idlg"]
+    gen = torch.Generator().manual_seed(3)
+    model = tiny_lenet(seed=7)
+    y = torch.tensor([2, 5, 8])  # distinct labels: the iDLG batch rule is exact here
+    update = simulate_client(model, torch.randn(3, 3, 16, 16, generator=gen), y)
+    assert recover_labels(model, update.tensors, 3, rule="idlg").tolist() == [2, 5, 8]
+    with pytest.raises(UnknownNameError, match="known label rules: auto, count, idlg"):
+        ATTACKS.get("idlg")(label_rule="magic")
+    with pytest.raises(GradleakError, match="exceed 10 classes"):
+        recover_labels(model, update.tensors, 11, rule="idlg")

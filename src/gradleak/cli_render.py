@@ -71,11 +71,14 @@ def metrics_table(run, out: Path) -> None:
 
 def registry_tables() -> None:
     from gradleak.attacks import ATTACKS
+    from gradleak.attacks.labels import LABEL_RULES
     from gradleak.data import DATASETS
     from gradleak.metrics import METRICS
     from gradleak.models import MODELS
 
-    for title, registry in (("attacks", ATTACKS), ("models", MODELS), ("datasets", DATASETS), ("metrics", METRICS)):
+    registries = (("attacks", ATTACKS), ("label rules (--attack-opt label_rule=NAME)", LABEL_RULES),
+                  ("models", MODELS), ("datasets", DATASETS), ("metrics", METRICS))
+    for title, registry in registries:
         table = Table(title=title)
         table.add_column("name")
         table.add_column("description")

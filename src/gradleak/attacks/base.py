@@ -178,10 +178,10 @@ def clamp_fn(x: torch.Tensor, knowledge: AttackerKnowledge) -> Callable[[], None
     return project
 
 
-def known_or_inferred_labels(problem, knowledge: AttackerKnowledge) -> torch.Tensor:
-    """Labels handed to the attacker, else recovered from the update's last layer."""
+def known_or_inferred_labels(problem, knowledge: AttackerKnowledge, rule: str = "auto") -> torch.Tensor:
+    """Labels handed to the attacker, else recovered from the update's last layer by `rule`."""
     from gradleak.attacks.labels import recover_labels
 
     if knowledge.label_knowledge is LabelKnowledge.GIVEN:
         return knowledge.labels.detach().long().reshape(-1)
-    return recover_labels(problem.model, problem.gradient_view, knowledge.num_samples, knowledge.input_shape)
+    return recover_labels(problem.model, problem.gradient_view, knowledge.num_samples, knowledge.input_shape, rule)

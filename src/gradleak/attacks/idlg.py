@@ -10,14 +10,35 @@ from __future__ import annotations
 
 from gradleak.attacks.base import known_or_inferred_labels
 from gradleak.attacks.dlg import DLG
+from gradleak.attacks.labels import LABEL_RULES
 from gradleak.records import LabelKnowledge
 
 
 class IDLG(DLG):
-    """DLG with labels recovered analytically first; same hyperparameters as DLG."""
+    """DLG with labels recovered analytically first.
+
+    Args: as `DLG`, plus `label_rule`, a name from `gradleak.attacks.labels.LABEL_RULES`
+    ("auto": iDLG for one sample, the count-aware rule for a batch).
+    """
 
     name = "idlg"
     label_mode = LabelKnowledge.INFERRED
 
+    def __init__(
+        self,
+        *,
+        iterations: int = 300,
+        lr: float = 1.0,
+        restarts: int = 4,
+        tol: float = 1e-8,
+        patience: int = 30,
+        max_seconds: float | None = None,
+        assumed_lr: float = 1.0,
+        label_rule: str = "auto",
+    ) -> None:
+        super().__init__(iterations=iterations, lr=lr, restarts=restarts, tol=tol, patience=patience,
+                         max_seconds=max_seconds, assumed_lr=assumed_lr)
+        self.label_rule = LABEL_RULES.entry(label_rule).name
+
     def _labels(self, problem, knowledge):
-        return known_or_inferred_labels(problem, knowledge), None
+        return known_or_inferred_labels(problem, knowledge, self.label_rule), None

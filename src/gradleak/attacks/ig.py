@@ -19,6 +19,7 @@ from gradleak.attacks.base import (
     dummy_data,
     known_or_inferred_labels,
 )
+from gradleak.attacks.labels import LABEL_RULES
 from gradleak.attacks.objectives import DISTANCES, total_variation
 from gradleak.attacks.optimize import run_adam
 from gradleak.attacks.problem import build_problem
@@ -40,6 +41,7 @@ class InvertingGradients(Attack):
         max_seconds: wall-clock budget for the whole attack.
         assumed_lr: FedAvg delta read as one step of this learning rate when the local
             configuration is unknown (cosine is invariant to it).
+        label_rule: how labels are recovered when not given (`LABEL_RULES`).
     """
 
     name = "ig"
@@ -56,8 +58,10 @@ class InvertingGradients(Attack):
         signed: bool = True,
         max_seconds: float | None = None,
         assumed_lr: float = 1.0,
+        label_rule: str = "auto",
     ) -> None:
         super().__init__(restarts=restarts, max_seconds=max_seconds)
+        self.label_rule = LABEL_RULES.entry(label_rule).name
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
         self.tv = check_positive_float("tv", tv, allow_zero=True)
@@ -75,7 +79,7 @@ class InvertingGradients(Attack):
 
     def _restart(self, model, update, knowledge, generator, deadline, on_step) -> RestartResult:
         problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr)
-        labels = known_or_inferred_labels(problem, knowledge)
+        labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
         x = dummy_data(knowledge, generator)
         distance = DISTANCES[self.distance]
         tv = self.tv

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.registry import Registry
 
 
 def last_linear_gradient(model: nn.Module, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -76,12 +77,33 @@ def batch_labels(
     return torch.repeat_interleave(torch.arange(num_classes), counts)
 
 
+def smallest_rows(weight_grad: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """iDLG's rule extended to a batch: the `num_samples` classes with the smallest row
+    sums, each once (exact for distinct labels in the non-negative-feature case)."""
+    if num_samples > weight_grad.shape[0]:
+        raise GradleakError(
+            f"label rule 'idlg' assumes distinct labels, but {num_samples} samples exceed {weight_grad.shape[0]} classes"
+        )
+    return torch.sort(torch.argsort(weight_grad.sum(dim=1))[:num_samples]).values
+
+
+LABEL_RULES: Registry = Registry("label rule")
+LABEL_RULES.add("auto", None, "iDLG for one sample, the count-aware rule for a batch")
+LABEL_RULES.add("idlg", None, "classes with the most negative weight-gradient row sums, each once (Zhao et al. 2020)")
+LABEL_RULES.add("count", None, "count-aware multiset from the bias gradient and the model's mean prediction")
+
+
 def recover_labels(
-    model: nn.Module, tensors: tuple[torch.Tensor, ...], num_samples: int, input_shape: tuple[int, ...] | None = None
+    model: nn.Module,
+    tensors: tuple[torch.Tensor, ...],
+    num_samples: int,
+    input_shape: tuple[int, ...] | None = None,
+    rule: str = "auto",
 ) -> torch.Tensor:
-    """The label rule suited to the batch size (iDLG for one sample)."""
+    """Labels behind an update read as a gradient, by the named rule (`LABEL_RULES`)."""
+    rule = LABEL_RULES.entry(rule).name
     weight, bias = last_linear_gradient(model, tensors)
-    if num_samples == 1:
-        return idlg_label(weight)
+    if rule == "idlg" or (rule == "auto" and num_samples == 1):
+        return idlg_label(weight) if num_samples == 1 else smallest_rows(weight, num_samples)
     probs = None if input_shape is None else mean_prediction(model, input_shape)
     return batch_labels(weight, bias, num_samples, probs)
