@@ -86,3 +86,15 @@ def test_list_shows_every_registry(capsys):
 def test_console_script_entry_point_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gradleak.cli", "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "attacks" in proc.stdout
+
+
+def test_fedavg_attacker_that_knows_the_local_training_records_level_3(tmp_path):
+    out = tmp_path / "run"
+    code = run_cli("attack", "--protocol", "fedavg", "--epochs", "2", "--local-batch-size", "2", "-b", "4",
+                   "--lr", "0.1", "-a", "ig", "--iterations", "3", "--knows-training", "--labels", "given", "-q",
+                   "-o", str(out), "--image-size", "16", "-m", "convnet", "--model-opt", "width=4")
+    assert code == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["knowledge"]["assumption_levels"] == [0, 1, 3]
+    assert report["knowledge"]["labels"] == "given" and report["metrics"]["label_accuracy"] == 1.0
+    assert report["settings"]["local_steps"] == 4
