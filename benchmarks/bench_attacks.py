@@ -126,6 +126,8 @@ CASES = [
     ("DLG LeNet 32x32 b1", "lenet", "dlg", 1, 300, {}),
     ("IG ConvNet(w16) 32x32 b1", "convnet", "ig", 1, 200, {"width": 16}),
     ("IG ConvNet(w16) 32x32 b8", "convnet", "ig", 8, 200, {"width": 16}),
+    ("IG ConvNet(w64) 32x32 b1", "convnet", "ig", 1, 20, {}),
+    ("IG ConvNet(w64) 32x32 b8", "convnet", "ig", 8, 20, {}),
     ("IG ResNet-18 32x32 b1", "resnet18", "ig", 1, 10, {}),
     ("IG ResNet-18 32x32 b8", "resnet18", "ig", 8, 10, {}),
 ]
