@@ -291,3 +291,22 @@ def test_unknown_names_and_options_are_listed():
     assert model_options("fcn3") == {}
     with pytest.raises(UnknownNameError):
         model_options("vgg")
+
+
+def test_a_users_model_file_builds_like_a_registered_model(tmp_path):
+    from gradleak.errors import GradleakError
+
+    file = tmp_path / "mine.py"
+    file.write_text(
+        "from torch import nn\n"
+        "def make(num_classes, input_shape, *, hidden=32):\n"
+        "    c, h, w = input_shape\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.Sigmoid(),"
+        " nn.Linear(hidden, num_classes))\n"
+    )
+    model = build_model(f"{file}:make", num_classes=3, input_shape=(1, 8, 8), hidden=5)
+    assert model[1].out_features == 5 and model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+    with pytest.raises(GradleakError, match="has no callable 'nope'"):
+        build_model(f"{file}:nope", num_classes=3, input_shape=(1, 8, 8))
+    with pytest.raises(GradleakError, match="does not exist"):
+        build_model(f"{tmp_path}/missing.py:make", num_classes=3, input_shape=(1, 8, 8))

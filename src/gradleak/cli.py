@@ -49,7 +49,7 @@ def _attack_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("-b", "--batch-size", type=int, help="number of images in the client's batch")
     g.add_argument("--image-size", type=int, help="resize images to this square size")
     g = p.add_argument_group("model")
-    g.add_argument("-m", "--model", help="model name (see `gradleak list`); default lenet")
+    g.add_argument("-m", "--model", help="model name (see `gradleak list`) or your own FILE.py:FACTORY; default lenet")
     g.add_argument("--model-opt", dest="model_options", type=_kv, action="append", metavar="KEY=VALUE",
                    help="model option, repeatable (e.g. width=16)")
     g.add_argument("-p", "--checkpoint", help="state_dict file loaded with torch.load(weights_only=True)")

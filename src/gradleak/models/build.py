@@ -33,9 +33,35 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict")
 _PARALLEL_PREFIX = "module."
 
 
+def resolve(name: str) -> tuple[str, ModelFactory]:
+    """(display name, factory) for a registered name or a user's `path/to/file.py:factory`.
+
+    A user factory has the registered signature `factory(num_classes, input_shape, **options)`
+    and returns any `nn.Module`, so the CLI can audit a user's own architecture.
+    """
+    if ".py:" not in str(name):
+        return MODELS.entry(name).name, MODELS.get(name)
+    import importlib.util
+
+    file, attr = str(name).rsplit(":", 1)
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise GradleakError(f"model file {file!r} (from model {name!r}) does not exist")
+    spec = importlib.util.spec_from_file_location(f"gradleak_user_model_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report, do not hide, its failure
+        raise GradleakError(f"model file {file!r} failed to import: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise GradleakError(f"model file {file!r} has no callable {attr!r}")
+    return str(name), factory
+
+
 def model_options(name: str) -> dict[str, object]:
-    """Option name -> default for the registered model `name` (raises UnknownNameError)."""
-    params = list(inspect.signature(MODELS.get(name)).parameters.values())
+    """Option name -> default for the model `name` (raises UnknownNameError)."""
+    params = list(inspect.signature(resolve(name)[1]).parameters.values())
     # the first two parameters are num_classes and input_shape; the rest are options
     return {
         p.name: p.default
@@ -58,8 +84,7 @@ def build_model(
     The global torch RNG state is the same after the call as before it, so building a
     model never shifts the randomness of the data, client or attack that follow.
     """
-    factory = MODELS.get(name)
-    key = MODELS.entry(name).name
+    key, factory = resolve(name)
     accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -78,6 +103,8 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = factory(num_classes, shape, **options)
+    if not isinstance(model, nn.Module):
+        raise GradleakError(f"model {key!r} returned {type(model).__name__}, not an nn.Module")
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     log.debug("built model %s for input %s, %d classes, seed %d", key, shape, num_classes, seed)
