@@ -54,3 +54,13 @@ def test_gradient_errors_name_parameter_and_shapes():
         gradleak.reconstruct(model, bad, input_shape=(3, 16, 16))
     with pytest.raises(GradleakError, match="does not take \\['tv'\\]"):
         gradleak.reconstruct(model, list(grads), input_shape=(3, 16, 16), attack="dlg", tv=0.1)
+
+
+def test_input_shape_and_label_range_errors_are_user_errors():
+    model, _, _, grads = _case()
+    with pytest.raises(GradleakError, match=r"input_shape \(3, 8, 8\) does not fit the model"):
+        gradleak.reconstruct(model, list(grads), input_shape=(3, 8, 8))
+    with pytest.raises(GradleakError, match=r"labels must be class indices in \[0, 9\], got \[50\]"):
+        gradleak.reconstruct(model, list(grads), input_shape=(3, 16, 16), labels=[50])
+    with pytest.raises(GradleakError, match="seed must be an integer >= 0"):
+        gradleak.reconstruct(model, list(grads), input_shape=(3, 16, 16), seed=-1)

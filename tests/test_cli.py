@@ -84,8 +84,14 @@ def test_list_shows_every_registry(capsys):
 
 
 def test_console_script_entry_point_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gradleak.cli", "list"], capture_output=True, text=True, timeout=120)
+    script = Path(sys.executable).with_name("gradleak")
+    assert script.is_file(), f"console script not installed next to {sys.executable}"
+    proc = subprocess.run([str(script), "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "attacks" in proc.stdout
+    proc = subprocess.run([str(script), "attack", "--seed", "-1", "-o", str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "seed must be an integer >= 0, got -1" in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_fedavg_attacker_that_knows_the_local_training_records_level_3(tmp_path):

@@ -77,8 +77,13 @@ def as_update(
 def output_classes(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Number of model outputs for one input of `input_shape` (run on a private copy)."""
     probe = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        out = probe(torch.zeros(1, *input_shape))
+    try:
+        with torch.no_grad():
+            out = probe(torch.zeros(1, *input_shape))
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise GradleakError(
+            f"input_shape {tuple(input_shape)} does not fit the model: {str(exc).splitlines()[0]}"
+        ) from None
     return int(out.reshape(1, -1).shape[1])
 
 

@@ -48,6 +48,8 @@ class AuditConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise GradleakError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.labels not in ("auto", "given"):
             raise GradleakError(f"labels must be 'auto' or 'given', got {self.labels!r}")
         if self.mode not in ("train", "eval"):
@@ -121,10 +123,10 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     x = norm.normalize(images)
     model = build_model(config.model, num_classes=data.num_classes, input_shape=data.image_shape,
                         seed=config.seed, checkpoint=config.checkpoint, **dict(config.model_options))
-    if output_classes(model, data.image_shape) < data.num_classes:
+    outputs = output_classes(model, data.image_shape)
+    if outputs < data.num_classes:
         raise GradleakError(
-            f"model {config.model!r} has {output_classes(model, data.image_shape)} outputs but dataset "
-            f"{config.dataset!r} has {data.num_classes} classes"
+            f"model {config.model!r} has {outputs} outputs but dataset {config.dataset!r} has {data.num_classes} classes"
         )
     t1 = time.perf_counter()
 
@@ -138,7 +140,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     knowledge = AttackerKnowledge(
         num_samples=len(indices),
         input_shape=data.image_shape,
-        num_classes=output_classes(model, data.image_shape),
+        num_classes=outputs,
         label_knowledge=LabelKnowledge.GIVEN if given else LabelKnowledge.UNKNOWN,
         labels=labels if given else None,
         knows_training=config.knows_training,

@@ -124,7 +124,8 @@ class AttackerKnowledge:
     Always known (level 0): the model and its weights at the start of the round, the
     input shape and the number of samples. `labels` are given only when
     `label_knowledge` is GIVEN. `knows_training` grants the client's local
-    configuration (level 3); `uses_bn_statistics` the shared BN statistics (level 4).
+    configuration (level 3); `uses_bn_statistics` the shared BN statistics (level 4; no
+    attack uses them yet, so attacks refuse it rather than claim a level they do not use).
     `bounds` are per-channel (low, high) of valid inputs in model space (pixels 0 and 1
     after normalization); attacks that clamp use them.
     """
@@ -136,7 +137,6 @@ class AttackerKnowledge:
     labels: torch.Tensor | None = None
     knows_training: bool = False
     training: LocalTraining | None = None
-    uses_prior: bool = False
     uses_bn_statistics: bool = False
     bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
@@ -149,13 +149,17 @@ class AttackerKnowledge:
                 raise GradleakError(
                     f"labels must hold {self.num_samples} class indices when given, got {got}"
                 )
+        if self.labels is not None and self.labels.numel() and not (
+            0 <= int(self.labels.min()) and int(self.labels.max()) < self.num_classes
+        ):
+            raise GradleakError(
+                f"labels must be class indices in [0, {self.num_classes - 1}], got {self.labels.tolist()}"
+            )
         if self.knows_training and self.training is None:
             raise GradleakError("knows_training=True needs the client's LocalTraining in `training`")
 
     def assumptions(self) -> tuple[Assumption, ...]:
         levels = {Assumption.BASIC}
-        if self.uses_prior:
-            levels.add(Assumption.PRIORS)
         if self.knows_training:
             levels.add(Assumption.TRAINING_DETAILS)
         if self.uses_bn_statistics:
@@ -184,7 +188,6 @@ class Reconstruction:
     label_knowledge: LabelKnowledge = LabelKnowledge.UNKNOWN
     loss_history: tuple[float, ...] = ()
     restart_statuses: tuple[str, ...] = ()
-    peak_memory_mb: float | None = None
 
 
 @dataclass(frozen=True)

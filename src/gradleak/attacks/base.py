@@ -88,6 +88,10 @@ class Attack(ABC):
         callback: ProgressCallback | None = None,
     ) -> Reconstruction:
         """Reconstruct the client's data from `update` (the caller's model is not modified)."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise GradleakError(f"seed must be an integer >= 0, got {seed!r}")
+        if knowledge.uses_bn_statistics:
+            raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False")
         if knowledge.num_samples != update.num_samples:
             raise GradleakError(
                 f"knowledge.num_samples ({knowledge.num_samples}) differs from the update's "
