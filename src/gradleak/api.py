@@ -143,7 +143,12 @@ def make_attack(attack_cls, options: Mapping[str, Any]):
     """Instantiate an attack, naming the accepted options when one is unknown."""
     import inspect
 
-    accepted = [p for p in inspect.signature(attack_cls.__init__).parameters if p != "self"]
+    accepted: list[str] = []
+    for cls in attack_cls.__mro__:  # a subclass forwarding **options accepts its parents' options too
+        params = inspect.signature(cls.__init__).parameters.values()
+        accepted += [p.name for p in params if p.name != "self" and p.kind is p.KEYWORD_ONLY and p.name not in accepted]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise GradleakError(f"attack {attack_cls.name!r} does not take {unknown}; it takes: {', '.join(accepted)}")

@@ -175,6 +175,8 @@ class Reconstruction:
     ended ("converged", "plateau", ...); `best_restart` indexes them.
     `status` is "ok", "budget" (wall-clock budget hit), "stopped" (callback asked) or
     "nonfinite" (the loss became NaN/inf; the best finite iterate is returned).
+    Restart statuses add "plateau" (stalled), "halved" (dropped by successive halving)
+    and "superseded" (another restart converged first).
     """
 
     data: torch.Tensor
@@ -188,6 +190,8 @@ class Reconstruction:
     label_knowledge: LabelKnowledge = LabelKnowledge.UNKNOWN
     loss_history: tuple[float, ...] = ()
     restart_statuses: tuple[str, ...] = ()
+    peak_memory_bytes: int | None = None  # resident memory the attack added at its peak
+    batched_restarts: bool = False  # restarts ran in one batch
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,8 @@ class AuditResult:
     restart_losses: tuple[float, ...] = ()
     restart_statuses: tuple[str, ...] = ()
     model_mode: str = "eval"
+    peak_memory_bytes: int | None = None
+    batched_restarts: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -266,6 +272,8 @@ class AuditResult:
             "model_mode": self.model_mode,
             "restart_losses": list(self.restart_losses),
             "restart_statuses": list(self.restart_statuses),
+            "batched_restarts": self.batched_restarts,
+            "peak_memory_bytes": self.peak_memory_bytes,
             "timings": dict(self.timings),
             "settings": dict(self.settings),
             "seed": self.seed,

@@ -3,13 +3,15 @@
 An attack receives the model as the server holds it at the start of the round, the
 `ClientUpdate` it observed and the `AttackerKnowledge`, and returns a
 `Reconstruction` in the model's input space. Restarts are independent problems with
-their own seeds; the one with the lowest objective is kept, and a restart that reaches
-the attack's tolerance ends the attack early.
+their own seeds, optimized together in one batch where possible; the one with the
+lowest objective is kept, and a restart that reaches the attack's tolerance ends the
+attack early.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -19,7 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradleak.attacks.optimize import Deadline, Halving, LoopResult, OnStep
+from gradleak.attacks.problem import Layout
 from gradleak.errors import GradleakError
+from gradleak.memory import PeakMemory
 from gradleak.records import AttackerKnowledge, ClientUpdate, LabelKnowledge, Reconstruction
 
 log = logging.getLogger(__name__)
@@ -27,26 +32,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    """One optimization step of one restart, as reported to a callback."""
+    """One optimization step, as reported to a callback: the best running restart."""
 
     restart: int
     restarts: int
     iteration: int
     iterations: int
     loss: float
+    running: int = 1  # restarts still optimizing
 
 
 ProgressCallback = Callable[[Progress], "bool | None"]  # return True to stop the attack
 
 
 @dataclass(frozen=True)
-class RestartResult:
+class Solved:
+    """What `_solve` returns: every restart's best data (R, B, ...) and labels (R, B)."""
+
     data: torch.Tensor
     labels: torch.Tensor | None
-    loss: float
-    iterations: int
-    status: str
-    history: tuple[float, ...]
+    loop: LoopResult
+    batched: bool
 
 
 def restart_seeds(seed: int, restarts: int) -> list[int]:
@@ -68,15 +74,45 @@ def check_positive_float(name: str, value: object, *, allow_zero: bool = False) 
     return float(value)
 
 
+def check_halving(value: object) -> Halving | None:
+    """None, a `Halving`, or a sequence of budget fractions (keep half at each)."""
+    if value is None or isinstance(value, Halving):
+        return value
+    try:
+        return Halving(at=tuple(float(f) for f in value))
+    except (TypeError, ValueError) as exc:
+        raise GradleakError(f"halving must be None or budget fractions in (0, 1) such as (0.25, 0.5), "
+                            f"got {value!r}") from exc
+
+
 class Attack(ABC):
-    """Base class: subclasses implement `_restart`; `reconstruct` runs the restarts."""
+    """Base class: subclasses implement `_solve`; `reconstruct` validates, times, and picks the best restart.
+
+    Args common to all optimization attacks:
+        restarts: independent random starts (seeds spawned from the attack's seed).
+        batch_restarts: evaluate all running restarts in one pass (same results as one
+            after another, to float tolerance); falls back to sequential for models
+            or problems the batched path does not support.
+        halving: successive halving, budget fractions at which the worse half of the
+            running restarts is dropped (None: off).
+        max_seconds: wall-clock budget for the whole attack (None: unlimited).
+    """
 
     name: ClassVar[str]
     label_mode: ClassVar[LabelKnowledge]  # what it does with labels when none are given
 
-    def __init__(self, *, restarts: int = 1, max_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        restarts: int = 1,
+        max_seconds: float | None = None,
+        batch_restarts: bool = True,
+        halving: Halving | tuple[float, ...] | None = None,
+    ) -> None:
         self.restarts = check_positive_int("restarts", restarts)
         self.max_seconds = None if max_seconds is None else check_positive_float("max_seconds", max_seconds)
+        self.batch_restarts = bool(batch_restarts)
+        self.halving = check_halving(halving)
 
     def reconstruct(
         self,
@@ -98,49 +134,38 @@ class Attack(ABC):
                 f"num_samples ({update.num_samples})"
             )
         start = time.perf_counter()
-        results: list[RestartResult] = []
-        stopped = False
-        for r, rseed in enumerate(restart_seeds(seed, self.restarts)):
-            gen = torch.Generator().manual_seed(rseed)
+        generators = [torch.Generator().manual_seed(s) for s in restart_seeds(seed, self.restarts)]
 
-            def on_step(it: int, loss: float, _r: int = r) -> bool:
-                if callback is None:
-                    return False
-                return bool(callback(Progress(_r, self.restarts, it, self._iterations(), loss)))
+        def on_step(it: int, restart: int, loss: float, running: int) -> bool:
+            if callback is None:
+                return False
+            return bool(callback(Progress(restart, self.restarts, it, self._iterations(), loss, running)))
 
-            result = self._restart(model, update, knowledge, gen, self._deadline(start), on_step)
-            log.debug("%s restart %d: loss %.4g after %d iterations (%s)", self.name, r, result.loss,
-                      result.iterations, result.status)
-            results.append(result)
-            if result.status in ("stopped", "budget"):
-                stopped = True
-                break
-            if result.status == "converged":  # reached `tol`: later restarts cannot do meaningfully better
-                break
-        finite = [i for i, res in enumerate(results) if res.loss == res.loss and res.loss != float("inf")]
-        best = min(finite, key=lambda i: results[i].loss) if finite else 0
-        status = results[best].status
-        if stopped:
-            status = results[-1].status
-        elif status in ("converged", "plateau"):
-            status = "ok"
+        with PeakMemory() as memory:
+            solved = self._solve(model, update, knowledge, generators, self._deadline(start), on_step)
+        loop = solved.loop
+        finite = [i for i, loss in enumerate(loop.losses) if math.isfinite(loss)]
+        best = min(finite, key=lambda i: loop.losses[i]) if finite else 0
+        ended = {"budget", "stopped"} & set(loop.statuses)
+        status = ended.pop() if ended else ("nonfinite" if loop.statuses[best] == "nonfinite" else "ok")
+        log.debug("%s: restart losses %s, statuses %s", self.name, loop.losses, loop.statuses)
         return Reconstruction(
-            data=results[best].data,
-            labels=results[best].labels,
-            restart_losses=tuple(res.loss for res in results),
+            data=solved.data[best],
+            labels=None if solved.labels is None else solved.labels[best],
+            restart_losses=loop.losses,
             best_restart=best,
-            iterations=sum(res.iterations for res in results),
+            iterations=sum(loop.iterations),
             seconds=time.perf_counter() - start,
             status=status,
             assumptions=self._assumptions(knowledge),
             label_knowledge=self._label_knowledge(knowledge),
-            loss_history=results[best].history,
-            restart_statuses=tuple(res.status for res in results),
+            loss_history=loop.histories[best],
+            restart_statuses=loop.statuses,
+            peak_memory_bytes=memory.bytes,
+            batched_restarts=solved.batched,
         )
 
-    def _deadline(self, start: float):
-        from gradleak.attacks.optimize import Deadline
-
+    def _deadline(self, start: float) -> Deadline:
         return Deadline(None if self.max_seconds is None else start + self.max_seconds)
 
     def _assumptions(self, knowledge: AttackerKnowledge):
@@ -155,29 +180,63 @@ class Attack(ABC):
     def _iterations(self) -> int: ...
 
     @abstractmethod
-    def _restart(self, model, update, knowledge, generator, deadline, on_step) -> RestartResult: ...
+    def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved: ...
+
+
+def run_restarts(
+    run: Callable[[torch.Tensor, OnStep | None], LoopResult],
+    start: torch.Tensor,
+    *,
+    batched: bool,
+    on_step: OnStep | None,
+) -> LoopResult:
+    """Run the loop on all rows at once, or one row after another until one converges.
+
+    One after another, a restart that converged, was stopped or ran out of time ends
+    the attack, and the restarts never started are not reported.
+    """
+    if batched:
+        return run(start, on_step)
+    parts: list[LoopResult] = []
+    for r in range(start.shape[0]):
+        def local(it: int, _i: int, loss: float, running: int, _r: int = r) -> bool:
+            return on_step(it, _r, loss, running) if on_step is not None else False
+
+        part = run(start[r : r + 1], local)
+        parts.append(part)
+        if part.statuses[0] in ("converged", "stopped", "budget"):
+            break
+    return LoopResult(
+        best=torch.cat([p.best for p in parts]),
+        losses=tuple(x for p in parts for x in p.losses),
+        iterations=tuple(x for p in parts for x in p.iterations),
+        statuses=tuple(x for p in parts for x in p.statuses),
+        histories=tuple(x for p in parts for x in p.histories),
+    )
 
 
 def dummy_data(knowledge: AttackerKnowledge, generator: torch.Generator) -> torch.Tensor:
     """Random normal start in model space, one per sample."""
     shape = (knowledge.num_samples, *knowledge.input_shape)
-    return torch.randn(shape, generator=generator).requires_grad_(True)
+    return torch.randn(shape, generator=generator)
 
 
-def clamp_fn(x: torch.Tensor, knowledge: AttackerKnowledge) -> Callable[[], None] | None:
-    """A projection onto the valid pixel box, or None when the bounds are unknown."""
+def box_projection(layout: Layout, knowledge: AttackerKnowledge) -> Callable[[torch.Tensor], None] | None:
+    """In-place projection of the rows' data onto the valid pixel box, or None when unknown."""
     if knowledge.bounds is None:
         return None
-    low = torch.tensor(knowledge.bounds[0], dtype=x.dtype)
-    high = torch.tensor(knowledge.bounds[1], dtype=x.dtype)
-    if x.dim() == 4 and low.numel() == x.shape[1]:
-        low, high = low.reshape(1, -1, 1, 1), high.reshape(1, -1, 1, 1)
+    low = torch.tensor(knowledge.bounds[0], dtype=torch.float32)
+    high = torch.tensor(knowledge.bounds[1], dtype=torch.float32)
+    if len(layout.input_shape) == 3 and low.numel() == layout.input_shape[0]:
+        low, high = low.reshape(-1, 1, 1), high.reshape(-1, 1, 1)
     else:  # per-channel bounds only make sense for images: fall back to the widest box
         low, high = low.min(), high.max()
 
-    def project() -> None:
+    def project(rows: torch.Tensor) -> None:
         with torch.no_grad():
-            x.clamp_(min=low, max=high)
+            data = layout.data(rows)
+            clamped = torch.maximum(torch.minimum(data, high.to(data.dtype)), low.to(data.dtype))
+            rows[:, : layout.data_size] = clamped.reshape(rows.shape[0], -1)
 
     return project
 

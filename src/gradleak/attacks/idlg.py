@@ -24,21 +24,9 @@ class IDLG(DLG):
     name = "idlg"
     label_mode = LabelKnowledge.INFERRED
 
-    def __init__(
-        self,
-        *,
-        iterations: int = 300,
-        lr: float = 1.0,
-        restarts: int = 4,
-        tol: float = 1e-8,
-        patience: int = 30,
-        max_seconds: float | None = None,
-        assumed_lr: float = 1.0,
-        label_rule: str = "auto",
-    ) -> None:
-        super().__init__(iterations=iterations, lr=lr, restarts=restarts, tol=tol, patience=patience,
-                         max_seconds=max_seconds, assumed_lr=assumed_lr)
+    def __init__(self, *, label_rule: str = "auto", **options) -> None:
+        super().__init__(**options)
         self.label_rule = LABEL_RULES.entry(label_rule).name
 
-    def _labels(self, problem, knowledge):
-        return known_or_inferred_labels(problem, knowledge, self.label_rule), None
+    def _fixed_labels(self, problem, knowledge):
+        return known_or_inferred_labels(problem, knowledge, self.label_rule)

@@ -10,19 +10,22 @@ each step; restarts keep the lowest objective.
 
 from __future__ import annotations
 
+import torch
+
 from gradleak.attacks.base import (
     Attack,
-    RestartResult,
+    Solved,
+    box_projection,
     check_positive_float,
     check_positive_int,
-    clamp_fn,
     dummy_data,
     known_or_inferred_labels,
+    run_restarts,
 )
 from gradleak.attacks.labels import LABEL_RULES
 from gradleak.attacks.objectives import DISTANCES, total_variation
 from gradleak.attacks.optimize import run_adam
-from gradleak.attacks.problem import build_problem
+from gradleak.attacks.problem import Layout, build_problem, matching_objective
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
 
@@ -42,6 +45,7 @@ class InvertingGradients(Attack):
         assumed_lr: FedAvg delta read as one step of this learning rate when the local
             configuration is unknown (cosine is invariant to it).
         label_rule: how labels are recovered when not given (`LABEL_RULES`).
+        batch_restarts, halving: see `Attack`.
     """
 
     name = "ig"
@@ -59,8 +63,10 @@ class InvertingGradients(Attack):
         max_seconds: float | None = None,
         assumed_lr: float = 1.0,
         label_rule: str = "auto",
+        batch_restarts: bool = True,
+        halving: tuple[float, ...] | None = None,
     ) -> None:
-        super().__init__(restarts=restarts, max_seconds=max_seconds)
+        super().__init__(restarts=restarts, max_seconds=max_seconds, batch_restarts=batch_restarts, halving=halving)
         self.label_rule = LABEL_RULES.entry(label_rule).name
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
@@ -77,19 +83,23 @@ class InvertingGradients(Attack):
     def _assumptions(self, knowledge):
         return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS}))
 
-    def _restart(self, model, update, knowledge, generator, deadline, on_step) -> RestartResult:
+    def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
         problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr)
         labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
-        x = dummy_data(knowledge, generator)
-        distance = DISTANCES[self.distance]
+        layout = Layout(knowledge.num_samples, knowledge.input_shape)
+        start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         tv = self.tv
-
-        def objective():
-            loss = distance(problem.predict(x, labels), problem.target)
-            return loss + tv * total_variation(x) if tv > 0 else loss
-
+        objective, batched = matching_objective(problem, layout, self.distance, labels,
+                                                prior=(lambda x: tv * total_variation(x)) if tv > 0 else None,
+                                                batched=self.batch_restarts)
         n = self.iterations
         milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-        result = run_adam(objective, [x], iterations=n, lr=self.lr, signed=self.signed, milestones=milestones,
-                          project=clamp_fn(x, knowledge), deadline=deadline, on_step=on_step)
-        return RestartResult(x.detach(), labels, result.best_loss, result.iterations, result.status, result.history)
+
+        def run(rows, step_cb):
+            return run_adam(objective, rows, iterations=n, lr=self.lr, signed=self.signed, milestones=milestones,
+                            project=box_projection(layout, knowledge), deadline=deadline, on_step=step_cb,
+                            halving=self.halving)
+
+        loop = run_restarts(run, start, batched=batched, on_step=on_step)
+        data = layout.data(loop.best)
+        return Solved(data, labels.expand(data.shape[0], -1), loop, batched)

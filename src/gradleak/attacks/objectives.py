@@ -32,3 +32,18 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 DISTANCES = {"l2": l2_distance, "cosine": cosine_distance}
+
+
+def restart_l2(stats, target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`l2_distance` per restart from materialized per-restart gradients (R,)."""
+    n = stats.dots.shape[0]
+    return sum(((g - t) ** 2).reshape(n, -1).sum(1) for g, t in zip(stats.grads, target))
+
+
+def restart_cosine(stats, target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`cosine_distance` per restart from inner products and squared norms (R,)."""
+    t_norm = sum((t * t).sum() for t in target)
+    return 1 - stats.dots / (stats.norms.sqrt() * t_norm.sqrt() + 1e-12)
+
+
+RESTART_DISTANCES = {"l2": restart_l2, "cosine": restart_cosine}

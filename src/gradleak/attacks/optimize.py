@@ -1,7 +1,12 @@
-"""Optimization loops shared by the attacks (plain functions, no attack logic).
+"""Optimization loops over R independent restarts at once (plain functions).
 
-Both loops keep the best finite iterate, stop cleanly on a non-finite loss, on a
-wall-clock deadline or when the progress callback asks, and report why.
+The unknowns of all running restarts are one (A, n) tensor, one row per restart; an
+objective maps it to A losses, one per row, and no row's loss depends on another row,
+so one backward pass yields every restart's own gradient. Per-row optimizer state
+(Adam moments, L-BFGS history and step sizes) keeps each restart on exactly the path
+it would take alone. Rows leave the batch when they stall (plateau), are dropped by
+successive halving, or turn non-finite; a converged row ends the attack. Every row
+keeps its best finite iterate, and the loops report why each row stopped.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from typing import Callable, Sequence
 
 import torch
 
-Objective = Callable[[], torch.Tensor]
-OnStep = Callable[[int, float], bool]
+# rows (A, n) -> (A,) losses: one function for every row, row i's loss from row i alone
+Objective = Callable[[torch.Tensor], torch.Tensor]
+OnStep = Callable[[int, int, float, int], bool]  # (iteration, best restart, its loss, running) -> stop?
+Project = Callable[[torch.Tensor], None]  # in-place projection of rows (A, n)
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class Deadline:
 
 @dataclass(frozen=True)
 class Plateau:
-    """Stop when the best loss has not fallen by `min_improvement` (relative) in `patience` steps."""
+    """A restart stalls when its best loss fell by less than `min_improvement` (relative) in `patience` steps."""
 
     patience: int
     min_improvement: float = 0.01
@@ -43,152 +50,313 @@ class Plateau:
 
 
 @dataclass(frozen=True)
+class Halving:
+    """Successive halving: at each fraction `at` of the iteration budget, keep the best
+    `keep` share (at least one) of the running restarts, ranked by their best loss."""
+
+    at: tuple[float, ...] = (0.25, 0.5)
+    keep: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not all(0 < f < 1 for f in self.at) or not 0 < self.keep < 1:
+            raise ValueError(f"Halving needs fractions in (0, 1), got at={self.at!r}, keep={self.keep!r}")
+
+    def checkpoints(self, iterations: int) -> set[int]:
+        return {max(1, int(round(f * iterations))) for f in self.at}
+
+
+@dataclass(frozen=True)
 class LoopResult:
-    status: str  # "ok", "converged", "plateau", "budget", "stopped", "nonfinite"
-    iterations: int
-    best_loss: float
-    history: tuple[float, ...]
+    """Per restart: best iterate (rows of `best`), best loss, steps run, why it stopped, losses."""
+
+    best: torch.Tensor
+    losses: tuple[float, ...]
+    iterations: tuple[int, ...]
+    statuses: tuple[str, ...]  # ok, converged, plateau, halved, superseded, budget, stopped, nonfinite
+    histories: tuple[tuple[float, ...], ...]
 
 
-class _Best:
-    def __init__(self, variables: Sequence[torch.Tensor]) -> None:
-        self.variables = variables
-        self.loss = math.inf
-        self.state = [v.detach().clone() for v in variables]
+class _Tracker:
+    """Per-restart bookkeeping and the stopping rules shared by both loops."""
 
-    def offer(self, loss: float, state: list[torch.Tensor] | None = None) -> None:
-        if loss < self.loss:
-            self.loss = loss
-            self.state = state if state is not None else [v.detach().clone() for v in self.variables]
+    def __init__(self, z: torch.Tensor, iterations: int, tol: float, plateau: Plateau | None,
+                 halving: Halving | None, deadline: Deadline, on_step: OnStep | None) -> None:
+        n = z.shape[0]
+        self.best = z.detach().clone()
+        self.loss = [math.inf] * n
+        self.steps = [0] * n
+        self.status = ["ok"] * n
+        self.history: list[list[float]] = [[] for _ in range(n)]
+        self.best_by_step: list[list[float]] = [[] for _ in range(n)]
+        self.tol, self.plateau, self.deadline, self.on_step = tol, plateau, deadline, on_step
+        self.halve_at = halving.checkpoints(iterations) if halving else set()
+        self.keep = halving.keep if halving else 1.0
 
-    def restore(self) -> None:
-        with torch.no_grad():
-            for v, s in zip(self.variables, self.state):
-                v.copy_(s)
+    def offer(self, ids: list[int], losses: list[float], rows: torch.Tensor) -> None:
+        for i, (r, loss) in enumerate(zip(ids, losses)):
+            if math.isfinite(loss) and loss < self.loss[r]:
+                self.loss[r] = loss
+                self.best[r] = rows[i].detach()
+
+    def record(self, ids: list[int], losses: list[float], rows: torch.Tensor) -> None:
+        """Losses of `rows` before this step; returns nothing, updates histories and bests."""
+        self.offer(ids, losses, rows)
+        for r, loss in zip(ids, losses):
+            self.steps[r] += 1
+            if math.isfinite(loss):
+                self.history[r].append(loss)
+            self.best_by_step[r].append(self.loss[r])
+
+    def after_step(self, it: int, ids: list[int], losses: list[float]) -> tuple[list[int], bool]:
+        """Which restarts keep running after step `it`, and whether the attack ends."""
+        keep = []
+        for r, loss in zip(ids, losses):
+            if not math.isfinite(loss):
+                self.status[r] = "nonfinite"
+            elif self.plateau is not None and self._stalled(r):
+                self.status[r] = "plateau"
+            else:
+                keep.append(r)
+        finite = [(loss, r) for r, loss in zip(ids, losses) if math.isfinite(loss)]
+        if self.on_step is not None and finite:
+            loss, r = min(finite)
+            if self.on_step(it, r, loss, len(ids)):
+                return self._end(keep, "stopped")
+        converged = [r for r, loss in zip(ids, losses) if math.isfinite(loss) and loss <= self.tol]
+        if converged:
+            for r in converged:
+                self.status[r] = "converged"
+            return self._end([r for r in keep if r not in converged], "superseded")
+        if self.deadline.passed():
+            return self._end(keep, "budget")
+        if it in self.halve_at and len(keep) > 1:
+            ranked = sorted(keep, key=lambda r: (self.loss[r], r))
+            survivors = ranked[: max(1, math.ceil(len(keep) * self.keep))]
+            for r in ranked[len(survivors):]:
+                self.status[r] = "halved"
+            keep = sorted(survivors)
+        return keep, not keep
+
+    def _end(self, ids: list[int], status: str) -> tuple[list[int], bool]:
+        for r in ids:
+            self.status[r] = status
+        return [], True
+
+    def _stalled(self, r: int) -> bool:
+        past = self.best_by_step[r]
+        if len(past) <= self.plateau.patience:
+            return False
+        return self.plateau.stalled(past[-1 - self.plateau.patience], past[-1])
+
+    def result(self) -> LoopResult:
+        return LoopResult(self.best, tuple(self.loss), tuple(self.steps), tuple(self.status),
+                          tuple(tuple(h) for h in self.history))
+
+
+def _evaluate(objective: Objective, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(losses (A,), gradients (A, n)); a non-finite row gets a zero gradient."""
+    leaf = rows.detach().requires_grad_(True)
+    with torch.enable_grad():
+        losses = objective(leaf)
+        finite = torch.isfinite(losses)
+        (grad,) = torch.autograd.grad(losses.masked_fill(~finite, 0).sum(), leaf)
+    grad = torch.where(finite[:, None], grad, torch.zeros_like(grad))
+    return losses.detach(), torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _final(objective: Objective, tracker: _Tracker, z: torch.Tensor, ids: list[int]) -> None:
+    """Offer the iterate left after the last step, which no step has evaluated yet."""
+    if ids and bool(torch.isfinite(z).all()):
+        losses, _ = _evaluate(objective, z)
+        tracker.offer(ids, losses.tolist(), z)
 
 
 def run_adam(
     objective: Objective,
-    variables: Sequence[torch.Tensor],
+    start: torch.Tensor,
     *,
     iterations: int,
     lr: float,
     signed: bool,
     milestones: Sequence[int] = (),
-    project: Callable[[], None] | None = None,
+    project: Project | None = None,
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
     tol: float = 0.0,
     plateau: Plateau | None = None,
+    halving: Halving | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> LoopResult:
-    """Adam on `variables`; `signed` replaces gradients by their sign (Geiping et al.)."""
-    opt = torch.optim.Adam(variables, lr=lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
-    best = _Best(variables)
-    history: list[float] = []
-    best_by_step: list[float] = []
-    status = "ok"
-    it = 0
+    """Adam (torch.optim.Adam's update) with the lr cut 10x at each milestone, per row.
+
+    `signed` replaces gradients by their sign (Geiping et al. 2020).
+    """
+    z = start.detach().clone()
+    ids = list(range(z.shape[0]))
+    m, v = torch.zeros_like(z), torch.zeros_like(z)
+    tracker = _Tracker(z, iterations, tol, plateau, halving, deadline, on_step)
+    b1, b2 = betas
     for it in range(1, iterations + 1):
-        opt.zero_grad(set_to_none=True)
-        loss_t = objective()
-        loss = loss_t.item()
-        if not math.isfinite(loss):
-            status = "nonfinite"
-            break
-        best.offer(loss)
-        history.append(loss)
-        best_by_step.append(best.loss)
-        loss_t.backward()
+        losses_t, grad = _evaluate(objective, z)
+        losses = losses_t.tolist()
+        tracker.record(ids, losses, z)
         if signed:
-            for v in variables:
-                if v.grad is not None:
-                    v.grad.sign_()
-        opt.step()
-        sched.step()
+            grad = grad.sign()
+        rate = lr * 0.1 ** sum(1 for ms in milestones if ms <= it - 1)
+        m.lerp_(grad, 1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (v.sqrt() / math.sqrt(1 - b2**it)).add_(eps)
+        z.addcdiv_(m, denom, value=-rate / (1 - b1**it))
         if project is not None:
-            project()
-        status = _stop_reason(it, loss, tol, on_step, plateau, best_by_step, deadline)
-        if status != "ok":
+            project(z)
+        keep, end = tracker.after_step(it, ids, losses)
+        if keep != ids:
+            rows = [ids.index(r) for r in keep]
+            z, m, v = z[rows], m[rows], v[rows]
+            ids = keep
+        if end:
             break
-    final = _final_loss(objective)
-    if math.isfinite(final):
-        best.offer(final)
-    best.restore()
-    return LoopResult(status, it, best.loss, tuple(history))
+    _final(objective, tracker, z, ids)
+    return tracker.result()
+
+
+@dataclass
+class _LbfgsState:
+    """torch.optim.LBFGS's per-parameter state, one row per restart."""
+
+    d: torch.Tensor
+    t: torch.Tensor
+    dirs: torch.Tensor  # (A, history, n), oldest first; y = g - g_prev
+    steps: torch.Tensor  # (A, history, n); s = t * d
+    ro: torch.Tensor  # (A, history)
+    count: torch.Tensor  # (A,) valid history entries
+    h_diag: torch.Tensor
+    prev_grad: torch.Tensor
+    prev_loss: torch.Tensor
+    n_iter: torch.Tensor  # (A,) iterations so far (torch's state['n_iter'])
+
+    @classmethod
+    def empty(cls, z: torch.Tensor, history: int) -> "_LbfgsState":
+        a, n = z.shape
+        return cls(torch.zeros_like(z), z.new_zeros(a), z.new_zeros(a, history, n), z.new_zeros(a, history, n),
+                   z.new_zeros(a, history), torch.zeros(a, dtype=torch.long), z.new_ones(a), torch.zeros_like(z),
+                   z.new_zeros(a), torch.zeros(a, dtype=torch.long))
+
+    def select(self, rows: list[int]) -> "_LbfgsState":
+        return _LbfgsState(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
+
+
+def _lbfgs_direction(st: _LbfgsState, g: torch.Tensor, mask: torch.Tensor) -> None:
+    """Update the history of rows in `mask` with the last step and set their direction (two-loop)."""
+    first = mask & (st.n_iter == 1)
+    later = mask & (st.n_iter > 1)
+    st.d[first] = -g[first]
+    st.count[first] = 0
+    st.h_diag[first] = 1.0
+    if not bool(later.any()):
+        return
+    y = g - st.prev_grad
+    s = st.d * st.t[:, None]
+    ys = (y * s).sum(1)
+    add = later & (ys > 1e-10)
+    if bool(add.any()):
+        full = add & (st.count == st.dirs.shape[1])
+        if bool(full.any()):  # drop the oldest pair, as torch's list.pop(0)
+            st.dirs[full] = st.dirs[full].roll(-1, dims=1)
+            st.steps[full] = st.steps[full].roll(-1, dims=1)
+            st.ro[full] = st.ro[full].roll(-1, dims=1)
+            st.count[full] -= 1
+        rows = add.nonzero().squeeze(1)
+        pos = st.count[rows]
+        st.dirs[rows, pos] = y[rows]
+        st.steps[rows, pos] = s[rows]
+        st.ro[rows, pos] = 1.0 / ys[rows]
+        st.count[rows] += 1
+        st.h_diag[rows] = ys[rows] / (y[rows] * y[rows]).sum(1)
+    q = -g
+    alphas = []
+    for i in range(int(st.count[later].max()) - 1, -1, -1):
+        valid = (later & (st.count > i)).to(g.dtype)
+        al = (st.steps[:, i] * q).sum(1) * st.ro[:, i] * valid
+        q = q - al[:, None] * st.dirs[:, i]
+        alphas.append((i, al))
+    r = q * st.h_diag[:, None]
+    for i, al in reversed(alphas):
+        valid = (later & (st.count > i)).to(g.dtype)
+        be = (st.dirs[:, i] * r).sum(1) * st.ro[:, i] * valid
+        r = r + (al - be)[:, None] * st.steps[:, i]
+    st.d[later] = r[later]
 
 
 def run_lbfgs(
     objective: Objective,
-    variables: Sequence[torch.Tensor],
+    start: torch.Tensor,
     *,
     steps: int,
     lr: float = 1.0,
+    max_iter: int = 20,
+    history: int = 100,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
     tol: float = 0.0,
     plateau: Plateau | None = None,
+    halving: Halving | None = None,
 ) -> LoopResult:
-    """L-BFGS with torch defaults otherwise (DLG's optimizer, Zhu et al. 2019)."""
-    opt = torch.optim.LBFGS(variables, lr=lr)
-    best = _Best(variables)
-    history: list[float] = []
-    best_by_step: list[float] = []
-    status = "ok"
+    """torch.optim.LBFGS without line search (DLG, Zhu et al. 2019), each row its own problem.
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = objective()
-        loss.backward()
-        return loss.detach()
-
-    it = 0
+    One step is one `LBFGS.step` call: up to `max_iter` inner iterations, each row
+    leaving the inner loop on torch's own tests; the loss recorded for a step is the
+    loss before it.
+    """
+    z = start.detach().clone()
+    ids = list(range(z.shape[0]))
+    st = _LbfgsState.empty(z, history)
+    tracker = _Tracker(z, steps, tol, plateau, halving, deadline, on_step)
+    max_eval = max_iter * 5 // 4
     for it in range(1, steps + 1):
-        before = [v.detach().clone() for v in variables]
-        loss = opt.step(closure).item()  # the loss at `before`, not after the step
-        if not math.isfinite(loss):
-            status = "nonfinite"
+        loss, g = _evaluate(objective, z)
+        before = z.clone()
+        step_losses = loss.tolist()
+        running = torch.isfinite(loss) & (g.abs().amax(1) > tolerance_grad)
+        evals = 1
+        for n_iter in range(1, max_iter + 1):
+            if not bool(running.any()):
+                break
+            st.n_iter[running] += 1
+            _lbfgs_direction(st, g, running)
+            st.prev_grad[running] = g[running]
+            st.prev_loss[running] = loss[running]
+            first = st.n_iter == 1
+            st.t = torch.where(running & first, torch.clamp(1.0 / g.abs().sum(1), max=1.0) * lr,
+                               torch.where(running, torch.full_like(st.t, lr), st.t))
+            gtd = (g * st.d).sum(1)
+            running = running & ~(gtd > -tolerance_change)
+            if not bool(running.any()):
+                break
+            z[running] += st.t[running, None] * st.d[running]
+            if n_iter == max_iter:
+                break
+            rows = running.nonzero().squeeze(1).tolist()
+            sub_loss, sub_g = _evaluate(objective, z[rows])
+            loss[rows], g[rows] = sub_loss, sub_g
+            evals += 1
+            moved = (st.d * st.t[:, None]).abs().amax(1)
+            running = (running & (g.abs().amax(1) > tolerance_grad) & (moved > tolerance_change)
+                       & ((loss - st.prev_loss).abs() >= tolerance_change) & torch.isfinite(loss))
+            if evals >= max_eval:
+                break
+        tracker.record(ids, step_losses, before)
+        if not bool(torch.isfinite(z).all()):
+            bad = (~torch.isfinite(z).all(1)).nonzero().squeeze(1).tolist()
+            step_losses = [math.nan if i in bad else x for i, x in enumerate(step_losses)]
+        keep, end = tracker.after_step(it, ids, step_losses)
+        if keep != ids:
+            rows = [ids.index(r) for r in keep]
+            z, st, ids = z[rows], st.select(rows), keep
+        if end:
             break
-        best.offer(loss, before)
-        history.append(loss)
-        best_by_step.append(best.loss)
-        status = "nonfinite" if not _finite(variables) else _stop_reason(
-            it, loss, tol, on_step, plateau, best_by_step, deadline)
-        if status != "ok":
-            break
-    if _finite(variables):
-        final = _final_loss(objective)
-        if math.isfinite(final):
-            best.offer(final)
-        elif status == "ok":
-            status = "nonfinite"
-    best.restore()
-    return LoopResult(status, it, best.loss, tuple(history))
-
-
-def _stop_reason(it, loss, tol, on_step, plateau, best_by_step, deadline) -> str:
-    """Why the loop should stop after this step, or "ok" to go on (the callback always runs)."""
-    if on_step is not None and on_step(it, loss):
-        return "stopped"
-    if loss <= tol:
-        return "converged"
-    if _stalled(plateau, best_by_step, best_by_step[-1]):
-        return "plateau"
-    if deadline.passed():
-        return "budget"
-    return "ok"
-
-
-def _stalled(plateau: Plateau | None, best_by_step: list[float], best_now: float) -> bool:
-    if plateau is None or len(best_by_step) <= plateau.patience:
-        return False
-    return plateau.stalled(best_by_step[-1 - plateau.patience], best_now)
-
-
-def _finite(variables: Sequence[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in variables)
-
-
-def _final_loss(objective: Objective) -> float:
-    with torch.enable_grad():
-        return float(objective().detach())
+    _final(objective, tracker, z, ids)
+    return tracker.result()

@@ -12,6 +12,7 @@ deltas, differentiating through every local step.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -23,6 +24,8 @@ from torch import nn
 from gradleak.errors import GradleakError
 from gradleak.fl.client import local_training
 from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
+
+log = logging.getLogger(__name__)
 
 Predict = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
@@ -89,3 +92,77 @@ def build_problem(
         return torch.autograd.grad(loss, params, create_graph=True)
 
     return MatchingProblem(gradient_view, predict_step, gradient_view, work, False)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one restart's unknowns sit in a row: the data (B, *input_shape), then
+    optional label logits (B, C)."""
+
+    num_samples: int
+    input_shape: tuple[int, ...]
+    num_classes: int | None = None  # set when labels are optimized too
+
+    @property
+    def data_size(self) -> int:
+        return self.num_samples * math.prod(self.input_shape)
+
+    def data(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows[:, : self.data_size].reshape(rows.shape[0], self.num_samples, *self.input_shape)
+
+    def label_logits(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows[:, self.data_size:].reshape(rows.shape[0], self.num_samples, self.num_classes)
+
+    def pack(self, data: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [data.reshape(data.shape[0], -1)]
+        if logits is not None:
+            parts.append(logits.reshape(logits.shape[0], -1))
+        return torch.cat(parts, 1)
+
+
+def matching_objective(
+    problem: MatchingProblem,
+    layout: Layout,
+    distance: str,
+    labels: torch.Tensor | None,
+    *,
+    prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batched: bool = True,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The per-restart objective over rows, and whether it batches the restarts.
+
+    Row i's loss is distance(predicted update for its data and labels, observed update)
+    plus `prior` of its data (B, *shape) -> (,) . `labels` are fixed class indices (B,);
+    None means the rows carry label logits, turned into soft labels by a softmax.
+    Restarts are batched (`RestartBatcher`) when asked and the model and problem allow;
+    otherwise rows are evaluated one after another with the same result.
+    """
+    from gradleak.attacks.batched import NotBatchable, RestartBatcher
+    from gradleak.attacks.objectives import DISTANCES, RESTART_DISTANCES
+
+    batcher = None
+    if batched and not problem.unrolled:
+        try:
+            batcher = RestartBatcher(problem.model, problem.target, materialize=distance != "cosine")
+        except NotBatchable as exc:
+            log.info("restarts run one after another: %s", exc)
+    single = DISTANCES[distance]
+
+    def targets_of(rows: torch.Tensor) -> torch.Tensor:
+        if labels is None:
+            return F.softmax(layout.label_logits(rows), dim=-1)
+        return labels.expand(rows.shape[0], -1)
+
+    def objective(rows: torch.Tensor) -> torch.Tensor:
+        x, y = layout.data(rows), targets_of(rows)
+        if batcher is not None:
+            a, b = x.shape[0], x.shape[1]
+            stats = batcher(x.reshape(a * b, *x.shape[2:]), y.reshape(a * b, *y.shape[2:]), a)
+            losses = RESTART_DISTANCES[distance](stats, problem.target)
+        else:
+            losses = torch.stack([single(problem.predict(x[i], y[i]), problem.target) for i in range(x.shape[0])])
+        if prior is not None:
+            losses = losses + torch.stack([prior(x[i]) for i in range(x.shape[0])])
+        return losses
+
+    return objective, batcher is not None
