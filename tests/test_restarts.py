@@ -86,7 +86,8 @@ def test_unsupported_layers_are_named():
         RestartBatcher(model, target, materialize=True)
 
 
-def test_lbfgs_rows_follow_torch_lbfgs_exactly():
+@pytest.mark.parametrize("history", [100, 3])  # 3: the ring of pairs overflows
+def test_lbfgs_rows_follow_torch_lbfgs(history):
     # one smooth non-quadratic problem, three starts; each row must follow torch.optim.LBFGS
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(6, 6, generator=gen)
@@ -95,10 +96,10 @@ def test_lbfgs_rows_follow_torch_lbfgs_exactly():
     def f(z):
         return ((z @ a.t()).tanh() ** 2).sum(-1) + 0.1 * (z ** 4).sum(-1) + (z[..., 0] - 1) ** 2
 
-    result = run_lbfgs(f, start, steps=4)
+    result = run_lbfgs(f, start, steps=4, history=history)
     for i in range(3):
         z = start[i].clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([z], lr=1.0)
+        opt = torch.optim.LBFGS([z], lr=1.0, history_size=history)
 
         def closure():
             opt.zero_grad()

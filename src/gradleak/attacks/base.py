@@ -40,6 +40,7 @@ class Progress:
     iterations: int
     loss: float
     running: int = 1  # restarts still optimizing
+    data: torch.Tensor | None = None  # that restart's best data so far (a view: copy it to keep it)
 
 
 ProgressCallback = Callable[[Progress], "bool | None"]  # return True to stop the attack
@@ -136,10 +137,10 @@ class Attack(ABC):
         start = time.perf_counter()
         generators = [torch.Generator().manual_seed(s) for s in restart_seeds(seed, self.restarts)]
 
-        def on_step(it: int, restart: int, loss: float, running: int) -> bool:
+        def on_step(it: int, restart: int, loss: float, running: int, data: torch.Tensor) -> bool:
             if callback is None:
                 return False
-            return bool(callback(Progress(restart, self.restarts, it, self._iterations(), loss, running)))
+            return bool(callback(Progress(restart, self.restarts, it, self._iterations(), loss, running, data)))
 
         with PeakMemory() as memory:
             solved = self._solve(model, update, knowledge, generators, self._deadline(start), on_step)
@@ -186,6 +187,7 @@ class Attack(ABC):
 def run_restarts(
     run: Callable[[torch.Tensor, OnStep | None], LoopResult],
     start: torch.Tensor,
+    layout: Layout,
     *,
     batched: bool,
     on_step: OnStep | None,
@@ -193,14 +195,18 @@ def run_restarts(
     """Run the loop on all rows at once, or one row after another until one converges.
 
     One after another, a restart that converged, was stopped or ran out of time ends
-    the attack, and the restarts never started are not reported.
+    the attack, and the restarts never started are not reported. The callback sees
+    the restart's data, not its raw row.
     """
+    def report(it: int, r: int, loss: float, running: int, row: torch.Tensor) -> bool:
+        return on_step(it, r, loss, running, layout.data(row[None])[0]) if on_step is not None else False
+
     if batched:
-        return run(start, on_step)
+        return run(start, report)
     parts: list[LoopResult] = []
     for r in range(start.shape[0]):
-        def local(it: int, _i: int, loss: float, running: int, _r: int = r) -> bool:
-            return on_step(it, _r, loss, running) if on_step is not None else False
+        def local(it: int, _i: int, loss: float, running: int, row: torch.Tensor, _r: int = r) -> bool:
+            return report(it, _r, loss, running, row)
 
         part = run(start[r : r + 1], local)
         parts.append(part)

@@ -96,7 +96,7 @@ class DLG(Attack):
                              tol=self.tol * scale, plateau=Plateau(self.patience) if self.patience else None,
                              halving=self.halving)
 
-        loop = run_restarts(run, torch.cat(starts), batched=batched, on_step=on_step)
+        loop = run_restarts(run, torch.cat(starts), layout, batched=batched, on_step=on_step)
         data = layout.data(loop.best)
         labels = hard.expand(data.shape[0], -1) if given else layout.label_logits(loop.best).argmax(-1)
         return Solved(data, labels, loop, batched)

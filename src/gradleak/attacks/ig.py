@@ -100,6 +100,6 @@ class InvertingGradients(Attack):
                             project=box_projection(layout, knowledge), deadline=deadline, on_step=step_cb,
                             halving=self.halving)
 
-        loop = run_restarts(run, start, batched=batched, on_step=on_step)
+        loop = run_restarts(run, start, layout, batched=batched, on_step=on_step)
         data = layout.data(loop.best)
         return Solved(data, labels.expand(data.shape[0], -1), loop, batched)

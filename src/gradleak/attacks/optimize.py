@@ -20,7 +20,8 @@ import torch
 
 # rows (A, n) -> (A,) losses: one function for every row, row i's loss from row i alone
 Objective = Callable[[torch.Tensor], torch.Tensor]
-OnStep = Callable[[int, int, float, int], bool]  # (iteration, best restart, its loss, running) -> stop?
+# (iteration, best running restart, its loss, restarts running, that restart's best row) -> stop?
+OnStep = Callable[[int, int, float, int, torch.Tensor], bool]
 Project = Callable[[torch.Tensor], None]  # in-place projection of rows (A, n)
 
 
@@ -120,7 +121,7 @@ class _Tracker:
         finite = [(loss, r) for r, loss in zip(ids, losses) if math.isfinite(loss)]
         if self.on_step is not None and finite:
             loss, r = min(finite)
-            if self.on_step(it, r, loss, len(ids)):
+            if self.on_step(it, r, loss, len(ids), self.best[r]):
                 return self._end(keep, "stopped")
         converged = [r for r, loss in zip(ids, losses) if math.isfinite(loss) and loss <= self.tol]
         if converged:
@@ -223,14 +224,22 @@ def run_adam(
 
 @dataclass
 class _LbfgsState:
-    """torch.optim.LBFGS's per-parameter state, one row per restart."""
+    """torch.optim.LBFGS's per-parameter state, one row per restart.
+
+    Curvature pairs live in a ring of `history` slots per row (a full ring overwrites
+    its oldest pair, as torch's pop(0)); `stamp` orders them by age, empty slots have
+    ro = 0 and are inert, and `sy[k, j] = s_k . y_j` is kept up to date so that the
+    two-loop recursion becomes two small triangular solves (see `_lbfgs_direction`).
+    """
 
     d: torch.Tensor
     t: torch.Tensor
-    dirs: torch.Tensor  # (A, history, n), oldest first; y = g - g_prev
-    steps: torch.Tensor  # (A, history, n); s = t * d
-    ro: torch.Tensor  # (A, history)
-    count: torch.Tensor  # (A,) valid history entries
+    ys: torch.Tensor  # (A, history, n): y = g - g_prev
+    ss: torch.Tensor  # (A, history, n): s = t * d
+    ro: torch.Tensor  # (A, history): 1 / (y . s), 0 where empty
+    sy: torch.Tensor  # (A, history, history)
+    stamp: torch.Tensor  # (A, history): insertion number, -1 where empty
+    head: torch.Tensor  # (A,) next slot to write
     h_diag: torch.Tensor
     prev_grad: torch.Tensor
     prev_loss: torch.Tensor
@@ -240,20 +249,47 @@ class _LbfgsState:
     def empty(cls, z: torch.Tensor, history: int) -> "_LbfgsState":
         a, n = z.shape
         return cls(torch.zeros_like(z), z.new_zeros(a), z.new_zeros(a, history, n), z.new_zeros(a, history, n),
-                   z.new_zeros(a, history), torch.zeros(a, dtype=torch.long), z.new_ones(a), torch.zeros_like(z),
-                   z.new_zeros(a), torch.zeros(a, dtype=torch.long))
+                   z.new_zeros(a, history), z.new_zeros(a, history, history),
+                   torch.full((a, history), -1, dtype=torch.long), torch.zeros(a, dtype=torch.long),
+                   z.new_ones(a), torch.zeros_like(z), z.new_zeros(a), torch.zeros(a, dtype=torch.long))
 
     def select(self, rows: list[int]) -> "_LbfgsState":
         return _LbfgsState(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
 
+def _add_pairs(st: _LbfgsState, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor, add: torch.Tensor) -> None:
+    """Store (y, s) for rows in `add` in their next ring slot."""
+    rows = add.nonzero().squeeze(1)
+    slot = st.head[rows]
+    st.ys[rows, slot] = y[rows]
+    st.ss[rows, slot] = s[rows]
+    st.ro[rows, slot] = 1.0 / ys[rows]
+    st.stamp[rows, slot] = st.n_iter[rows]
+    # the new pair's row and column of s_k . y_j; other entries do not change
+    y_row = torch.bmm(st.ys, s[:, :, None]).squeeze(2)  # s_new . y_j
+    s_col = torch.bmm(st.ss, y[:, :, None]).squeeze(2)  # s_k . y_new
+    st.sy[rows, slot, :] = y_row[rows]
+    st.sy[rows, :, slot] = s_col[rows]
+    st.head[rows] = (slot + 1) % st.ys.shape[1]
+    st.h_diag[rows] = ys[rows] / (y[rows] * y[rows]).sum(1)
+
+
 def _lbfgs_direction(st: _LbfgsState, g: torch.Tensor, mask: torch.Tensor) -> None:
-    """Update the history of rows in `mask` with the last step and set their direction (two-loop)."""
+    """Update the history of rows in `mask` with the last step and set their direction.
+
+    torch's two-loop recursion, newest to oldest: al_k = ro_k s_k.(q0 - sum_{j>k} al_j y_j)
+    with q0 = -g, is the unit upper-triangular system (I + diag(ro) U) al = ro * S q0 with
+    U the strict upper triangle of s_k . y_j in age order; then, oldest to newest,
+    be_i = ro_i y_i.(r0 + sum_{j<i} (al_j - be_j) s_j) is a unit lower-triangular one.
+    Same values as the loops up to rounding, in a dozen batched operations instead of a
+    few per stored pair.
+    """
     first = mask & (st.n_iter == 1)
     later = mask & (st.n_iter > 1)
-    st.d[first] = -g[first]
-    st.count[first] = 0
-    st.h_diag[first] = 1.0
+    if bool(first.any()):
+        st.d[first] = -g[first]
+        st.h_diag[first] = 1.0
+        st.ro[first], st.sy[first], st.stamp[first], st.head[first] = 0.0, 0.0, -1, 0
     if not bool(later.any()):
         return
     y = g - st.prev_grad
@@ -261,32 +297,26 @@ def _lbfgs_direction(st: _LbfgsState, g: torch.Tensor, mask: torch.Tensor) -> No
     ys = (y * s).sum(1)
     add = later & (ys > 1e-10)
     if bool(add.any()):
-        full = add & (st.count == st.dirs.shape[1])
-        if bool(full.any()):  # drop the oldest pair, as torch's list.pop(0)
-            st.dirs[full] = st.dirs[full].roll(-1, dims=1)
-            st.steps[full] = st.steps[full].roll(-1, dims=1)
-            st.ro[full] = st.ro[full].roll(-1, dims=1)
-            st.count[full] -= 1
-        rows = add.nonzero().squeeze(1)
-        pos = st.count[rows]
-        st.dirs[rows, pos] = y[rows]
-        st.steps[rows, pos] = s[rows]
-        st.ro[rows, pos] = 1.0 / ys[rows]
-        st.count[rows] += 1
-        st.h_diag[rows] = ys[rows] / (y[rows] * y[rows]).sum(1)
-    q = -g
-    alphas = []
-    for i in range(int(st.count[later].max()) - 1, -1, -1):
-        valid = (later & (st.count > i)).to(g.dtype)
-        al = (st.steps[:, i] * q).sum(1) * st.ro[:, i] * valid
-        q = q - al[:, None] * st.dirs[:, i]
-        alphas.append((i, al))
-    r = q * st.h_diag[:, None]
-    for i, al in reversed(alphas):
-        valid = (later & (st.count > i)).to(g.dtype)
-        be = (st.dirs[:, i] * r).sum(1) * st.ro[:, i] * valid
-        r = r + (al - be)[:, None] * st.steps[:, i]
-    st.d[later] = r[later]
+        _add_pairs(st, y, s, ys, add)
+    # every row is computed (no copies of the history); only `later` rows keep the result
+    order = st.stamp.argsort(dim=1)  # slot of the k-th oldest pair
+    ro = st.ro.gather(1, order)
+    sy = st.sy.gather(1, order[:, :, None].expand_as(st.sy)).gather(2, order[:, None, :].expand_as(st.sy))
+    eye = torch.eye(ro.shape[1], dtype=g.dtype)
+    q0 = -g
+    upper = eye + ro[:, :, None] * sy.triu(1)
+    a = torch.bmm(st.ss, q0[:, :, None]).squeeze(2).gather(1, order)
+    al = torch.linalg.solve_triangular(upper, (ro * a)[:, :, None], upper=True).squeeze(2)
+    al_slot = torch.zeros_like(al).scatter_(1, order, al)
+    r0 = (q0 - torch.bmm(al_slot[:, None, :], st.ys).squeeze(1)) * st.h_diag[:, None]
+    lower_sy = sy.transpose(1, 2).tril(-1)  # [i, j] = y_i . s_j for j < i
+    lower = eye + ro[:, :, None] * lower_sy
+    b = torch.bmm(st.ys, r0[:, :, None]).squeeze(2).gather(1, order)
+    rhs = ro * (b + torch.bmm(lower_sy, al[:, :, None]).squeeze(2))
+    be = torch.linalg.solve_triangular(lower, rhs[:, :, None], upper=False).squeeze(2)
+    step = torch.zeros_like(al).scatter_(1, order, al - be)
+    d = r0 + torch.bmm(step[:, None, :], st.ss).squeeze(1)
+    st.d = torch.where(later[:, None], d, st.d)
 
 
 def run_lbfgs(
