@@ -10,6 +10,7 @@ from conftest import tiny_bn_net, tiny_lenet
 from gradleak.attacks import ATTACKS
 from gradleak.attacks.batched import NotBatchable, RestartBatcher
 from gradleak.attacks.optimize import Halving, run_adam, run_lbfgs
+from gradleak.errors import GradleakError
 from gradleak.fl import simulate_client
 from gradleak.records import AttackerKnowledge
 
@@ -163,12 +164,13 @@ def test_adam_rows_follow_torch_adam_with_milestones():
     ("idlg", dict(iterations=1, restarts=3, tol=0.0, patience=0)),
     ("ig", dict(iterations=30, restarts=3)),
 ])
-def test_batched_and_sequential_restarts_agree(name, options, float64):
+@pytest.mark.parametrize("other", ["sequential", "interleaved"])
+def test_stacked_restarts_agree_with_sequential_and_interleaved(name, options, other, float64):
     model = tiny_lenet()
     update = simulate_client(model, _image(n=2), torch.tensor([2, 5]))
     batched = ATTACKS.get(name)(**options).reconstruct(model, update, _knowledge(n=2), seed=3)
-    sequential = ATTACKS.get(name)(batch_restarts=False, **options).reconstruct(model, update, _knowledge(n=2), seed=3)
-    assert batched.batched_restarts and not sequential.batched_restarts
+    sequential = ATTACKS.get(name)(restart_mode=other, **options).reconstruct(model, update, _knowledge(n=2), seed=3)
+    assert (batched.restart_mode, sequential.restart_mode) == ("stacked", other)
     assert batched.data.dtype == torch.float64
     torch.testing.assert_close(torch.tensor(batched.restart_losses), torch.tensor(sequential.restart_losses),
                                rtol=1e-9, atol=1e-12)
@@ -182,8 +184,8 @@ def test_batchnorm_in_training_mode_keeps_restarts_apart():
     update = simulate_client(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 3]), mode="train")
     options = dict(iterations=20, restarts=3)
     batched = ATTACKS.get("ig")(**options).reconstruct(model, update, knowledge, seed=1)
-    sequential = ATTACKS.get("ig")(batch_restarts=False, **options).reconstruct(model, update, knowledge, seed=1)
-    assert batched.batched_restarts
+    sequential = ATTACKS.get("ig")(restart_mode="sequential", **options).reconstruct(model, update, knowledge, seed=1)
+    assert batched.restart_mode == "stacked"
     torch.testing.assert_close(torch.tensor(batched.restart_losses), torch.tensor(sequential.restart_losses),
                                rtol=1e-3, atol=1e-6)
 
@@ -201,6 +203,15 @@ def test_halving_keeps_a_restart_that_is_clearly_best_early():
     assert min(range(6), key=lambda i: result.losses[i]) == 0
     dropped = [i for i, s in enumerate(result.statuses) if s == "halved"]
     assert all(result.iterations[i] < 50 for i in dropped)
+
+
+def test_restart_options_are_checked():
+    with pytest.raises(GradleakError, match="restart_mode must be one of stacked, interleaved, sequential"):
+        ATTACKS.get("ig")(restart_mode="parallel")
+    with pytest.raises(GradleakError, match="halving compares restarts"):
+        ATTACKS.get("ig")(restart_mode="sequential", halving=(0.5,))
+    with pytest.raises(GradleakError, match="halving must be None or budget fractions"):
+        ATTACKS.get("dlg")(halving=(1.5,))
 
 
 def test_halving_is_reported_and_spends_less():

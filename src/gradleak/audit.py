@@ -171,7 +171,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         restart_losses=recon.restart_losses,
         restart_statuses=recon.restart_statuses,
         peak_memory_bytes=recon.peak_memory_bytes,
-        batched_restarts=recon.batched_restarts,
+        restart_mode=recon.restart_mode,
         model_mode=config.mode,
     )
     predicted = None if recon.labels is None else recon.labels[list(metrics.assignment)]

@@ -191,7 +191,7 @@ class Reconstruction:
     loss_history: tuple[float, ...] = ()
     restart_statuses: tuple[str, ...] = ()
     peak_memory_bytes: int | None = None  # resident memory the attack added at its peak
-    batched_restarts: bool = False  # restarts ran in one batch
+    restart_mode: str = "sequential"  # how the restarts ran: stacked, interleaved or sequential
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ class AuditResult:
     restart_statuses: tuple[str, ...] = ()
     model_mode: str = "eval"
     peak_memory_bytes: int | None = None
-    batched_restarts: bool = False
+    restart_mode: str = "sequential"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -272,7 +272,7 @@ class AuditResult:
             "model_mode": self.model_mode,
             "restart_losses": list(self.restart_losses),
             "restart_statuses": list(self.restart_statuses),
-            "batched_restarts": self.batched_restarts,
+            "restart_mode": self.restart_mode,
             "peak_memory_bytes": self.peak_memory_bytes,
             "timings": dict(self.timings),
             "settings": dict(self.settings),

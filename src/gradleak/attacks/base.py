@@ -53,7 +53,10 @@ class Solved:
     data: torch.Tensor
     labels: torch.Tensor | None
     loop: LoopResult
-    batched: bool
+    mode: str  # the restart mode that ran
+
+
+RESTART_MODES = ("stacked", "interleaved", "sequential")
 
 
 def restart_seeds(seed: int, restarts: int) -> list[int]:
@@ -91,9 +94,14 @@ class Attack(ABC):
 
     Args common to all optimization attacks:
         restarts: independent random starts (seeds spawned from the attack's seed).
-        batch_restarts: evaluate all running restarts in one pass (same results as one
-            after another, to float tolerance); falls back to sequential for models
-            or problems the batched path does not support.
+        restart_mode: "stacked" (default): all running restarts in one pass, stacked
+            along the batch, each with its own gradients (falls back to "interleaved"
+            for models or problems the stacked pass cannot split); "interleaved": one
+            loop over all restarts, evaluated one after another inside each step
+            (halving and stopping still act across restarts; can be faster for models
+            whose every layer has large feature maps, see benchmarks/); "sequential":
+            one restart after another, a converged one skipping the rest (the original
+            recipes). All three give the same results up to float rounding.
         halving: successive halving, budget fractions at which the worse half of the
             running restarts is dropped (None: off).
         max_seconds: wall-clock budget for the whole attack (None: unlimited).
@@ -107,13 +115,18 @@ class Attack(ABC):
         *,
         restarts: int = 1,
         max_seconds: float | None = None,
-        batch_restarts: bool = True,
+        restart_mode: str = "stacked",
         halving: Halving | tuple[float, ...] | None = None,
     ) -> None:
         self.restarts = check_positive_int("restarts", restarts)
         self.max_seconds = None if max_seconds is None else check_positive_float("max_seconds", max_seconds)
-        self.batch_restarts = bool(batch_restarts)
+        if restart_mode not in RESTART_MODES:
+            raise GradleakError(f"restart_mode must be one of {', '.join(RESTART_MODES)}, got {restart_mode!r}")
+        self.restart_mode = restart_mode
         self.halving = check_halving(halving)
+        if self.halving is not None and restart_mode == "sequential":
+            raise GradleakError("halving compares restarts while they run: use restart_mode 'stacked' or "
+                                "'interleaved', not 'sequential'")
 
     def reconstruct(
         self,
@@ -163,7 +176,7 @@ class Attack(ABC):
             loss_history=loop.histories[best],
             restart_statuses=loop.statuses,
             peak_memory_bytes=memory.bytes,
-            batched_restarts=solved.batched,
+            restart_mode=solved.mode,
         )
 
     def _deadline(self, start: float) -> Deadline:
@@ -183,13 +196,16 @@ class Attack(ABC):
     @abstractmethod
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved: ...
 
+    def _mode_used(self, stacked: bool) -> str:
+        return "stacked" if stacked else ("sequential" if self.restart_mode == "sequential" else "interleaved")
+
 
 def run_restarts(
     run: Callable[[torch.Tensor, OnStep | None], LoopResult],
     start: torch.Tensor,
     layout: Layout,
     *,
-    batched: bool,
+    together: bool,
     on_step: OnStep | None,
 ) -> LoopResult:
     """Run the loop on all rows at once, or one row after another until one converges.
@@ -201,7 +217,7 @@ def run_restarts(
     def report(it: int, r: int, loss: float, running: int, row: torch.Tensor) -> bool:
         return on_step(it, r, loss, running, layout.data(row[None])[0]) if on_step is not None else False
 
-    if batched:
+    if together:
         return run(start, report)
     parts: list[LoopResult] = []
     for r in range(start.shape[0]):

@@ -44,12 +44,13 @@ class RestartGradients:
 
     `grads[i]` is the gradient of parameter i for every restart, shape (R, *shape), or
     None when only inner products were asked for; `dots` and `norms` are (R,) tensors
-    holding sum_i <g_ri, T_i> and sum_i ||g_ri||^2.
+    holding sum_i <g_ri, T_i> and sum_i ||g_ri||^2; `target_norm` is sum_i ||T_i||^2.
     """
 
     grads: tuple[torch.Tensor, ...] | None
     dots: torch.Tensor
     norms: torch.Tensor
+    target_norm: torch.Tensor  # sum_i ||T_i||^2, a scalar
 
 
 _CONV = (nn.Conv1d, nn.Conv2d)
@@ -92,6 +93,7 @@ class RestartBatcher:
     def __init__(self, model: nn.Module, target: Sequence[torch.Tensor], *, materialize: bool) -> None:
         self.model = copy.deepcopy(model)
         self.target = tuple(t.detach() for t in target)
+        self.target_norm = sum((t.double() ** 2).sum() for t in self.target).to(self.target[0].dtype)
         self.materialize = materialize
         self.tape: list = []
         trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -152,7 +154,7 @@ class RestartBatcher:
         if self.materialize and any(g is None for g in grads):
             missing = [i for i, g in enumerate(grads) if g is None]
             raise NotBatchable(f"parameters {missing} were not reached by the forward pass")
-        return RestartGradients(tuple(grads) if self.materialize else None, dots, norms)
+        return RestartGradients(tuple(grads) if self.materialize else None, dots, norms, self.target_norm)
 
 
 def _layer_stats(module, a, d, restarts, target, index, materialize):
@@ -202,7 +204,8 @@ def _layer_stats(module, a, d, restarts, target, index, materialize):
             flat = grad.reshape(restarts, -1)
             yield "weight", (flat @ t("weight").reshape(-1), (flat * flat).sum(1))
         return
-    dots = (D * (t("weight").reshape(out_ch, -1) @ A)).sum((1, 2))
+    # (R*rows, O) @ (O, K) is one matrix product; T @ A would copy T once per restart
+    dots = ((D.transpose(1, 2) @ t("weight").reshape(out_ch, -1)) * A.transpose(1, 2)).sum((1, 2))
     gram_d = torch.bmm(D.transpose(1, 2), D)
     gram_a = torch.bmm(A.transpose(1, 2), A)
     yield "weight", (dots, (gram_d * gram_a).sum((1, 2)))

@@ -41,7 +41,7 @@ class DLG(Attack):
         max_seconds: wall-clock budget for the whole attack (None: unlimited).
         assumed_lr: for a FedAvg delta when the local configuration is unknown, the
             learning rate assumed to turn it into one gradient step.
-        batch_restarts, halving: see `Attack`.
+        restart_mode, halving: see `Attack`.
     """
 
     name = "dlg"
@@ -57,10 +57,11 @@ class DLG(Attack):
         patience: int = 30,
         max_seconds: float | None = None,
         assumed_lr: float = 1.0,
-        batch_restarts: bool = True,
+        restart_mode: str = "stacked",
         halving: tuple[float, ...] | None = None,
     ) -> None:
-        super().__init__(restarts=restarts, max_seconds=max_seconds, batch_restarts=batch_restarts, halving=halving)
+        super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode,
+                         halving=halving)
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
         self.tol = check_positive_float("tol", tol, allow_zero=True)
@@ -88,7 +89,7 @@ class DLG(Attack):
             x = dummy_data(knowledge, gen)[None]
             y = None if given else torch.randn(1, knowledge.num_samples, knowledge.num_classes, generator=gen)
             starts.append(layout.pack(x, y))
-        objective, batched = matching_objective(problem, layout, "l2", hard, batched=self.batch_restarts)
+        objective, stacked = matching_objective(problem, layout, "l2", hard, batched=self.restart_mode == "stacked")
         scale = float(sum((t.double() ** 2).sum() for t in problem.target))
 
         def run(rows, step_cb):
@@ -96,7 +97,8 @@ class DLG(Attack):
                              tol=self.tol * scale, plateau=Plateau(self.patience) if self.patience else None,
                              halving=self.halving)
 
-        loop = run_restarts(run, torch.cat(starts), layout, batched=batched, on_step=on_step)
+        loop = run_restarts(run, torch.cat(starts), layout, together=self.restart_mode != "sequential",
+                            on_step=on_step)
         data = layout.data(loop.best)
         labels = hard.expand(data.shape[0], -1) if given else layout.label_logits(loop.best).argmax(-1)
-        return Solved(data, labels, loop, batched)
+        return Solved(data, labels, loop, self._mode_used(stacked))

@@ -45,7 +45,7 @@ class InvertingGradients(Attack):
         assumed_lr: FedAvg delta read as one step of this learning rate when the local
             configuration is unknown (cosine is invariant to it).
         label_rule: how labels are recovered when not given (`LABEL_RULES`).
-        batch_restarts, halving: see `Attack`.
+        restart_mode, halving: see `Attack`.
     """
 
     name = "ig"
@@ -63,10 +63,11 @@ class InvertingGradients(Attack):
         max_seconds: float | None = None,
         assumed_lr: float = 1.0,
         label_rule: str = "auto",
-        batch_restarts: bool = True,
+        restart_mode: str = "stacked",
         halving: tuple[float, ...] | None = None,
     ) -> None:
-        super().__init__(restarts=restarts, max_seconds=max_seconds, batch_restarts=batch_restarts, halving=halving)
+        super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode,
+                         halving=halving)
         self.label_rule = LABEL_RULES.entry(label_rule).name
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
@@ -89,9 +90,9 @@ class InvertingGradients(Attack):
         layout = Layout(knowledge.num_samples, knowledge.input_shape)
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         tv = self.tv
-        objective, batched = matching_objective(problem, layout, self.distance, labels,
+        objective, stacked = matching_objective(problem, layout, self.distance, labels,
                                                 prior=(lambda x: tv * total_variation(x)) if tv > 0 else None,
-                                                batched=self.batch_restarts)
+                                                batched=self.restart_mode == "stacked")
         n = self.iterations
         milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)]
 
@@ -100,6 +101,7 @@ class InvertingGradients(Attack):
                             project=box_projection(layout, knowledge), deadline=deadline, on_step=step_cb,
                             halving=self.halving)
 
-        loop = run_restarts(run, start, layout, batched=batched, on_step=on_step)
+        loop = run_restarts(run, start, layout, together=self.restart_mode != "sequential",
+                            on_step=on_step)
         data = layout.data(loop.best)
-        return Solved(data, labels.expand(data.shape[0], -1), loop, batched)
+        return Solved(data, labels.expand(data.shape[0], -1), loop, self._mode_used(stacked))

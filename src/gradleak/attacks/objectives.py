@@ -42,8 +42,7 @@ def restart_l2(stats, target: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def restart_cosine(stats, target: Sequence[torch.Tensor]) -> torch.Tensor:
     """`cosine_distance` per restart from inner products and squared norms (R,)."""
-    t_norm = sum((t * t).sum() for t in target)
-    return 1 - stats.dots / (stats.norms.sqrt() * t_norm.sqrt() + 1e-12)
+    return 1 - stats.dots / (stats.norms.sqrt() * stats.target_norm.sqrt() + 1e-12)
 
 
 RESTART_DISTANCES = {"l2": restart_l2, "cosine": restart_cosine}
