@@ -113,7 +113,7 @@ def test_lbfgs_rows_follow_torch_lbfgs(history):
         torch.testing.assert_close(torch.tensor(result.histories[i]), torch.tensor(losses), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("loop", ["lbfgs", "adam"])
+@pytest.mark.parametrize("loop", ["lbfgs", "lbfgs-backtracking", "adam"])
 def test_rows_optimized_together_follow_their_path_alone(loop, float64):
     # rows leave L-BFGS's inner loop at different iterations; none may disturb another
     # (a matrix product over 4 rows rounds differently from one over 1, and L-BFGS
@@ -126,8 +126,8 @@ def test_rows_optimized_together_follow_their_path_alone(loop, float64):
         return ((z @ a.t()).sin() ** 2).sum(-1) + 0.05 * (z ** 4).sum(-1)
 
     def run(rows):
-        if loop == "lbfgs":
-            return run_lbfgs(f, rows, steps=6)
+        if loop.startswith("lbfgs"):
+            return run_lbfgs(f, rows, steps=6, backtrack=10 if loop.endswith("backtracking") else 0)
         return run_adam(f, rows, iterations=40, lr=0.1, signed=True, milestones=[20])
 
     together = run(start)
@@ -160,8 +160,8 @@ def test_adam_rows_follow_torch_adam_with_milestones():
 
 
 @pytest.mark.parametrize("name,options", [
-    ("dlg", dict(iterations=1, restarts=3, tol=0.0, patience=0)),
-    ("idlg", dict(iterations=1, restarts=3, tol=0.0, patience=0)),
+    ("dlg", dict(iterations=1, restarts=3, tol=0.0, patience=0, halving=None)),
+    ("idlg", dict(iterations=1, restarts=3, tol=0.0, patience=0, halving=None)),
     ("ig", dict(iterations=30, restarts=3)),
 ])
 @pytest.mark.parametrize("other", ["sequential", "interleaved"])

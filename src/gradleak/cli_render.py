@@ -16,12 +16,15 @@ out_console = Console()
 
 @contextlib.contextmanager
 def attack_progress(enabled: bool = True) -> Iterator:
-    """A progress bar per restart showing the live gradient loss; yields the callback."""
+    """One progress bar for the attack: the best running restart, how many still run, its loss.
+
+    Restarts that run one after another (restart_mode "sequential") restart the bar.
+    """
     if not enabled:
         yield None
         return
     progress = Progress(
-        TextColumn("restart {task.fields[restart]}"),
+        TextColumn("best restart {task.fields[restart]} ({task.fields[running]} running)"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]}"),
@@ -30,15 +33,16 @@ def attack_progress(enabled: bool = True) -> Iterator:
         console=console,
         transient=False,
     )
-    tasks: dict[int, int] = {}
+    state = {"task": None, "last": 0}
 
     def callback(event) -> bool:
-        if event.restart not in tasks:
-            for done in tasks.values():
-                progress.update(done, total=progress.tasks[done].completed)
-            tasks[event.restart] = progress.add_task("attack", total=event.iterations,
-                                                     restart=f"{event.restart + 1}/{event.restarts}", loss="-")
-        progress.update(tasks[event.restart], completed=event.iteration, loss=f"{event.loss:.3e}")
+        if state["task"] is None or event.iteration < state["last"]:  # first step, or the next sequential restart
+            if state["task"] is not None:
+                progress.update(state["task"], total=state["last"])
+            state["task"] = progress.add_task("attack", total=event.iterations, restart="-", running=0, loss="-")
+        state["last"] = event.iteration
+        progress.update(state["task"], completed=event.iteration, restart=f"{event.restart + 1}/{event.restarts}",
+                        running=event.running, loss=f"{event.loss:.3e}")
         return False
 
     with progress:
@@ -62,7 +66,10 @@ def metrics_table(run, out: Path) -> None:
         ("attack time (s)", f"{result.timings['attack_s']:.1f}"),
         ("iterations", str(result.timings["attack_iterations"])),
         ("restart losses", ", ".join(f"{v:.2e}" for v in result.restart_losses)),
+        ("restarts", f"{result.restart_mode}: " + ", ".join(result.restart_statuses)),
     ]
+    if result.peak_memory_bytes is not None:
+        rows.append(("attack peak memory (MiB)", f"{result.peak_memory_bytes / 2**20:.0f}"))
     for name, value in rows:
         table.add_row(name, value)
     out_console.print(table)

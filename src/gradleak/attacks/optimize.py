@@ -329,6 +329,36 @@ def _lbfgs_direction(st: _LbfgsState, g: torch.Tensor, mask: torch.Tensor) -> No
     st.d = torch.where(later[:, None], d, st.d)
 
 
+def _backtracking_move(objective, z, loss, g, st, gtd, running, backtrack: int, armijo: float) -> int:
+    """Move running rows along d, halving t per row until the Armijo condition holds.
+
+    A row that never satisfies it within `backtrack` halvings stays where it was and
+    leaves the inner loop (its t is set to 0, so the stopping tests see no movement).
+    Returns each row's number of evaluations.
+    """
+    evals = torch.zeros(z.shape[0], dtype=torch.long)
+    moving = running.clone()
+    pending = running.clone()
+    t = st.t.clone()
+    for _ in range(backtrack + 1):
+        rows = pending.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            break
+        trial = z[rows] + t[rows, None] * st.d[rows]
+        new_loss, new_g = _evaluate(objective, trial)
+        evals[rows] += 1
+        ok = torch.isfinite(new_loss) & (new_loss <= loss[rows] + armijo * t[rows] * gtd[rows])
+        accepted = rows[ok]
+        z[accepted], loss[accepted], g[accepted] = trial[ok], new_loss[ok], new_g[ok]
+        pending[accepted] = False
+        t[rows[~ok]] *= 0.5
+    failed = pending.nonzero().squeeze(1)
+    t[failed] = 0.0
+    running[failed] = False
+    st.t = torch.where(moving, t, st.t)
+    return evals
+
+
 def run_lbfgs(
     objective: Objective,
     start: torch.Tensor,
@@ -339,6 +369,8 @@ def run_lbfgs(
     history: int = 100,
     tolerance_grad: float = 1e-7,
     tolerance_change: float = 1e-9,
+    backtrack: int = 0,
+    armijo: float = 1e-4,
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
     tol: float = 0.0,
@@ -349,7 +381,10 @@ def run_lbfgs(
 
     One step is one `LBFGS.step` call: up to `max_iter` inner iterations, each row
     leaving the inner loop on torch's own tests; the loss recorded for a step is the
-    loss before it.
+    loss before it. `backtrack` > 0 adds an Armijo backtracking line search (halve the
+    step up to `backtrack` times until loss_new <= loss + armijo * t * g.d): without
+    it, a step into a region where the sigmoids saturate can freeze a restart for good,
+    which is most of DLG's failed starts.
     """
     z = start.detach().clone()
     ids = list(range(z.shape[0]))
@@ -361,7 +396,7 @@ def run_lbfgs(
         before = z.clone()
         step_losses = loss.tolist()
         running = torch.isfinite(loss) & (g.abs().amax(1) > tolerance_grad)
-        evals = 1
+        evals = torch.ones(z.shape[0], dtype=torch.long)  # per row: rows backtrack differently
         for n_iter in range(1, max_iter + 1):
             if not bool(running.any()):
                 break
@@ -376,18 +411,22 @@ def run_lbfgs(
             running = running & ~(gtd > -tolerance_change)
             if not bool(running.any()):
                 break
-            z[running] += st.t[running, None] * st.d[running]
+            if backtrack:
+                evals += _backtracking_move(objective, z, loss, g, st, gtd, running, backtrack, armijo)
+            else:
+                z[running] += st.t[running, None] * st.d[running]
+                if n_iter == max_iter:
+                    break
+                rows = running.nonzero().squeeze(1).tolist()
+                sub_loss, sub_g = _evaluate(objective, z[rows])
+                loss[rows], g[rows] = sub_loss, sub_g
+                evals[rows] += 1
             if n_iter == max_iter:
                 break
-            rows = running.nonzero().squeeze(1).tolist()
-            sub_loss, sub_g = _evaluate(objective, z[rows])
-            loss[rows], g[rows] = sub_loss, sub_g
-            evals += 1
             moved = (st.d * st.t[:, None]).abs().amax(1)
             running = (running & (g.abs().amax(1) > tolerance_grad) & (moved > tolerance_change)
-                       & ((loss - st.prev_loss).abs() >= tolerance_change) & torch.isfinite(loss))
-            if evals >= max_eval:
-                break
+                       & ((loss - st.prev_loss).abs() >= tolerance_change) & torch.isfinite(loss)
+                       & (evals < max_eval))
         tracker.record(ids, step_losses, before)
         if not bool(torch.isfinite(z).all()):
             bad = (~torch.isfinite(z).all(1)).nonzero().squeeze(1).tolist()
