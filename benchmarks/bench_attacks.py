@@ -108,7 +108,7 @@ def run_case(name, model_name, attack, batch, iterations, model_options=None, re
             a = ATTACKS.get("ig")(iterations=iterations, tv=tv, restarts=1)
         else:
             xf, tf = floor_dlg(model, update, knowledge, labels, iterations, seed=rep)
-            a = ATTACKS.get("dlg")(iterations=iterations, restarts=1, tol=0.0, patience=0)
+            a = ATTACKS.get("dlg")(iterations=iterations, restarts=1, tol=0.0, patience=0, backtracking=False)
         t = time.perf_counter()
         rec = a.reconstruct(model, update, knowledge, seed=rep)
         to = time.perf_counter() - t

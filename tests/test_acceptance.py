@@ -52,3 +52,12 @@ def test_attack_quality_falls_as_local_steps_grow(record_property):
         psnrs.append(run.result.metrics.psnr_mean)
     record_property("psnr_by_steps", psnrs)
     assert psnrs[0] > psnrs[-1]
+
+
+def test_ig_on_resnet18_batch_8_stays_under_2_gib(record_property):
+    run = run_audit(AuditConfig(model="resnet18", batch_size=8, attack="ig", attack_options={"iterations": 3},
+                                seed=0))
+    peak = run.result.peak_memory_bytes
+    record_property("peak_memory_mib", peak / 2**20)
+    assert peak < 2 * 2**30, peak / 2**20
+

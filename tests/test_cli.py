@@ -12,6 +12,15 @@ def run_cli(*args):
     return main([*args])
 
 
+def test_restart_options_pass_through_the_cli(tmp_path):
+    out = tmp_path / "run"
+    code = run_cli("attack", "-a", "ig", "--iterations", "8", "--restarts", "4", "--attack-opt",
+                   "halving=[0.25, 0.5]", "-q", "-o", str(out), "--image-size", "16")
+    assert code == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["restart_statuses"].count("halved") == 3 and report["timings"]["attack_iterations"] == 16
+
+
 def test_attack_writes_report_and_refuses_existing_folder(tmp_path, capsys):
     out = tmp_path / "run"
     code = run_cli("attack", "--iterations", "30", "--restarts", "1", "-q", "-o", str(out), "--image-size", "16")
@@ -24,6 +33,7 @@ def test_attack_writes_report_and_refuses_existing_folder(tmp_path, capsys):
     assert report["knowledge"]["labels"] == "inferred"
     assert report["seed"] == 0 and "torch" in report["versions"]
     assert report["settings"]["model"] == "lenet" and report["settings"]["indices"] == [0]
+    assert report["restart_mode"] == "stacked" and report["peak_memory_bytes"] > 0
     capsys.readouterr()
     code = run_cli("attack", "--iterations", "1", "-q", "-o", str(out))
     assert code == 2

@@ -223,3 +223,17 @@ def test_halving_is_reported_and_spends_less():
     assert halved.restart_statuses.count("halved") == 3
     assert halved.iterations < full.iterations == 160
     assert halved.peak_memory_bytes is not None and halved.peak_memory_bytes >= 0
+
+
+def test_peak_memory_sees_a_large_allocation():
+    from gradleak.memory import PeakMemory
+
+    with PeakMemory() as baseline:
+        pass
+    with PeakMemory() as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        import time
+
+        time.sleep(0.05)
+        del block
+    assert memory.bytes >= baseline.bytes + 48 * 2**20

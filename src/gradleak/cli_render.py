@@ -69,7 +69,7 @@ def metrics_table(run, out: Path) -> None:
         ("restarts", f"{result.restart_mode}: " + ", ".join(result.restart_statuses)),
     ]
     if result.peak_memory_bytes is not None:
-        rows.append(("attack peak memory (MiB)", f"{result.peak_memory_bytes / 2**20:.0f}"))
+        rows.append(("peak memory (MiB)", f"{result.peak_memory_bytes / 2**20:.0f}"))
     for name, value in rows:
         table.add_row(name, value)
     out_console.print(table)

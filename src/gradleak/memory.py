@@ -1,10 +1,12 @@
 """Peak memory of a block of work, for the `peak_memory_bytes` of results.
 
-On Linux a daemon thread samples the resident set size (/proc/self/statm) every few
-milliseconds and reports the peak above the level at entry: the memory the block
-itself added, including what PyTorch's CPU allocator held. Elsewhere, the growth of
-the process's high-water mark (getrusage), which is 0 when the block stayed below an
-earlier peak. Sampling can miss a spike shorter than the interval.
+The number is the process's peak resident set size while the block ran: what the
+machine had to provide, including the interpreter, PyTorch and the model (an
+attack's own growth hides in allocator caches once a process has run another
+one, so a difference would under-report). On Linux a daemon thread samples
+/proc/self/statm every few milliseconds (a spike shorter than that can be missed);
+elsewhere it is the process's high-water mark from getrusage, which can include
+an earlier, larger peak.
 """
 
 from __future__ import annotations
@@ -31,18 +33,16 @@ def _max_rss() -> int:
 
 
 class PeakMemory:
-    """Context manager; `.bytes` holds the peak resident memory added inside the block."""
+    """Context manager; `.bytes` holds the peak resident memory of the process inside the block."""
 
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
         self.bytes = 0
 
     def __enter__(self) -> "PeakMemory":
-        self._start = _rss()
-        self._peak = self._start or 0
-        self._base_max = _max_rss()
+        self._peak = _rss()
         self._done = threading.Event()
-        if self._start is not None:
+        if self._peak is not None:
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -55,9 +55,8 @@ class PeakMemory:
 
     def __exit__(self, *exc) -> None:
         self._done.set()
-        if self._start is not None:
+        if self._peak is not None:
             self._thread.join()
-            now = _rss() or 0
-            self.bytes = max(self._peak, now) - self._start
+            self.bytes = max(self._peak, _rss() or 0)
         else:
-            self.bytes = max(0, _max_rss() - self._base_max)
+            self.bytes = _max_rss()

@@ -190,7 +190,7 @@ class Reconstruction:
     label_knowledge: LabelKnowledge = LabelKnowledge.UNKNOWN
     loss_history: tuple[float, ...] = ()
     restart_statuses: tuple[str, ...] = ()
-    peak_memory_bytes: int | None = None  # resident memory the attack added at its peak
+    peak_memory_bytes: int | None = None  # the process's peak resident memory during the attack
     restart_mode: str = "sequential"  # how the restarts ran: stacked, interleaved or sequential
 
 
