@@ -13,8 +13,8 @@ Two parts, both one thread, reference and ours alternating in the same process:
            after another (Zhu et al. 2019); IG = signed Adam lr 0.1, cosine + TV,
            lr / 10 at 3/8, 5/8, 7/8 of the budget, box clamp (Geiping et al. 2020),
            restarts one after another. Ours = the gradleak attack: for DLG its
-           defaults (4 stacked restarts, Armijo backtracking, halving after 3% and 7%
-           of the steps), for IG the same budget with halving after 25% and 50%.
+           defaults (4 stacked restarts, Armijo backtracking, halving after 10 and 30
+           of its 1,000 steps), for IG the same budget with halving after 25% and 50%.
 
     python benchmarks/bench_restarts.py scaling
     python benchmarks/bench_restarts.py ttq --case dlg-lenet --seeds 0-19

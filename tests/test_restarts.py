@@ -231,9 +231,9 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory() as baseline:
         pass
     with PeakMemory() as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        block = torch.ones(256 * 2**20 // 4)  # 256 MiB, touched: more than any allocator cache here
         import time
 
         time.sleep(0.05)
         del block
-    assert memory.bytes >= baseline.bytes + 48 * 2**20
+    assert memory.bytes >= baseline.bytes + 200 * 2**20
