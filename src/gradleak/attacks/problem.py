@@ -134,8 +134,9 @@ def matching_objective(
     Row i's loss is distance(predicted update for its data and labels, observed update)
     plus `prior` of its data (B, *shape) -> (,) . `labels` are fixed class indices (B,);
     None means the rows carry label logits, turned into soft labels by a softmax.
-    Restarts are batched (`RestartBatcher`) when asked and the model and problem allow;
-    otherwise rows are evaluated one after another with the same result.
+    Restarts are batched (`RestartBatcher`) when asked and the model and problem allow,
+    whenever more than one row runs; otherwise rows are evaluated one after another with
+    the same result up to rounding.
     """
     from gradleak.attacks.batched import NotBatchable, RestartBatcher
     from gradleak.attacks.objectives import DISTANCES, RESTART_DISTANCES
@@ -155,7 +156,7 @@ def matching_objective(
 
     def objective(rows: torch.Tensor) -> torch.Tensor:
         x, y = layout.data(rows), targets_of(rows)
-        if batcher is not None:
+        if batcher is not None and x.shape[0] > 1:  # one row: plain autograd is the faster path
             a, b = x.shape[0], x.shape[1]
             stats = batcher(x.reshape(a * b, *x.shape[2:]), y.reshape(a * b, *y.shape[2:]), a)
             losses = RESTART_DISTANCES[distance](stats, problem.target)
