@@ -152,7 +152,7 @@ def test_adam_rows_follow_torch_adam_with_milestones():
         for _ in range(12):
             opt.zero_grad()
             loss = ((z - target[i]) ** 4).sum()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             loss.backward()
             opt.step()
             sched.step()
