@@ -21,6 +21,14 @@ def test_restart_options_pass_through_the_cli(tmp_path):
     assert report["restart_statuses"].count("halved") == 3 and report["timings"]["attack_iterations"] == 16
 
 
+def test_analytic_fc_through_the_cli_reports_units(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("attack", "-a", "analytic-fc", "-m", "mlp", "-b", "2", "-q", "-o", str(out),
+                   "--image-size", "8") == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["metrics"]["psnr"] > 60 and len(report["units"]) == 2 and all(report["units"])
+
+
 def test_attack_writes_report_and_refuses_existing_folder(tmp_path, capsys):
     out = tmp_path / "run"
     code = run_cli("attack", "--iterations", "30", "--restarts", "1", "-q", "-o", str(out), "--image-size", "16")
@@ -58,7 +66,7 @@ def test_yaml_config_and_flags_override(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-a", "nope"], "unknown attack 'nope'; known attacks: dlg, idlg, ig"),
+        (["-a", "nope"], "unknown attack 'nope'; known attacks: analytic-fc, dlg, idlg, ig"),
         (["-m", "nope"], "unknown model 'nope'"),
         (["-d", "nope"], "unknown dataset 'nope'"),
         (["-i", "100000"], "indices"),

@@ -172,6 +172,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         restart_statuses=recon.restart_statuses,
         peak_memory_bytes=recon.peak_memory_bytes,
         restart_mode=recon.restart_mode,
+        units=recon.units,
         model_mode=config.mode,
     )
     predicted = None if recon.labels is None else recon.labels[list(metrics.assignment)]

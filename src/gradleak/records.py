@@ -176,7 +176,8 @@ class Reconstruction:
     `status` is "ok", "budget" (wall-clock budget hit), "stopped" (callback asked) or
     "nonfinite" (the loss became NaN/inf; the best finite iterate is returned).
     Restart statuses add "plateau" (stalled), "halved" (dropped by successive halving)
-    and "superseded" (another restart converged first).
+    and "superseded" (another restart converged first). Analytic attacks report
+    "partial" when they found fewer samples than asked.
     """
 
     data: torch.Tensor
@@ -191,7 +192,8 @@ class Reconstruction:
     loss_history: tuple[float, ...] = ()
     restart_statuses: tuple[str, ...] = ()
     peak_memory_bytes: int | None = None  # the process's peak resident memory during the attack
-    restart_mode: str = "sequential"  # how the restarts ran: stacked, interleaved or sequential
+    restart_mode: str = "sequential"  # how the restarts ran: stacked, interleaved, sequential; or "analytic"
+    units: tuple[tuple[int, ...], ...] = ()  # analytic attacks: the layer units each sample was read from
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,7 @@ class AuditResult:
     model_mode: str = "eval"
     peak_memory_bytes: int | None = None
     restart_mode: str = "sequential"
+    units: tuple[tuple[int, ...], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -273,6 +276,7 @@ class AuditResult:
             "restart_losses": list(self.restart_losses),
             "restart_statuses": list(self.restart_statuses),
             "restart_mode": self.restart_mode,
+            "units": [list(u) for u in self.units],
             "peak_memory_bytes": self.peak_memory_bytes,
             "timings": dict(self.timings),
             "settings": dict(self.settings),

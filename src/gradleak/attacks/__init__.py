@@ -1,5 +1,6 @@
 """Attacks, registered by name: each one class with one verb, `reconstruct`."""
 
+from gradleak.attacks.analytic_fc import AnalyticFC
 from gradleak.attacks.base import Attack, Progress, ProgressCallback
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
@@ -10,5 +11,7 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 ATTACKS.add("dlg", DLG, "Deep Leakage from Gradients: joint data + soft label, L-BFGS, L2 (Zhu et al. 2019)")
 ATTACKS.add("idlg", IDLG, "iDLG: label from the last-layer gradient, then DLG on the data (Zhao et al. 2020)")
 ATTACKS.add("ig", InvertingGradients, "Inverting Gradients: cosine + TV, signed Adam, box (Geiping et al. 2020)")
+ATTACKS.add("analytic-fc", AnalyticFC,
+            "exact inversion of a fully connected first layer: weight-gradient row / bias gradient (Phong et al. 2018)")
 
-__all__ = ["ATTACKS", "Attack", "DLG", "IDLG", "InvertingGradients", "Progress", "ProgressCallback"]
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "DLG", "IDLG", "InvertingGradients", "Progress", "ProgressCallback"]
