@@ -87,6 +87,30 @@ def test_unsupported_layers_are_named():
         RestartBatcher(model, target, materialize=True)
 
 
+class _Twice(nn.Module):
+    """One linear layer applied twice: its gradient is a sum the stacked pass cannot split."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = nn.Linear(12, 12)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.inner(torch.tanh(self.inner(x.flatten(1))))))
+
+
+def test_models_the_stacked_pass_cannot_split_fall_back_to_interleaved():
+    model = _Twice()
+    knowledge = AttackerKnowledge(num_samples=1, input_shape=(12,), num_classes=3)
+    update = simulate_client(model, torch.randn(1, 12), torch.tensor([1]))
+    stacked = ATTACKS.get("dlg")(iterations=3, restarts=2, halving=None).reconstruct(model, update, knowledge)
+    interleaved = ATTACKS.get("dlg")(iterations=3, restarts=2, halving=None, restart_mode="interleaved").reconstruct(
+        model, update, knowledge)
+    assert stacked.restart_mode == "interleaved"
+    assert stacked.restart_losses == interleaved.restart_losses
+
+
 @pytest.mark.parametrize("history", [100, 3])  # 3: the ring of pairs overflows
 def test_lbfgs_rows_follow_torch_lbfgs(history):
     # one smooth non-quadratic problem, three starts; each row must follow torch.optim.LBFGS

@@ -123,6 +123,18 @@ class RestartBatcher:
         if len(self.target) != len(self.slots):
             raise GradleakError(f"target has {len(self.target)} tensors, the model {len(self.slots)} parameters")
 
+    def probe(self, batch: int, input_shape: tuple[int, ...]) -> None:
+        """Raise `NotBatchable` now if a forward pass of 2 restarts of `batch` samples cannot be split."""
+        for module, _ in self.slots:
+            module._gradleak_restarts = 2
+        self.tape.clear()
+        with torch.no_grad():
+            self.model(torch.zeros(2 * batch, *input_shape))
+        calls = [id(m) for m, _, _ in self.tape]
+        self.tape.clear()
+        if len(set(calls)) != len(calls):
+            raise NotBatchable("a parameterized layer is called more than once per forward pass")
+
     def __call__(self, x: torch.Tensor, targets: torch.Tensor, restarts: int) -> RestartGradients:
         """Gradients of each restart's mean cross-entropy; x is (R*B, ...), targets (R*B,) or (R*B, C)."""
         for module, _ in self.slots:
@@ -151,9 +163,9 @@ class RestartBatcher:
                 else:
                     dots = dots + stat[0]
                     norms = norms + stat[1]
-        if self.materialize and any(g is None for g in grads):
-            missing = [i for i, g in enumerate(grads) if g is None]
-            raise NotBatchable(f"parameters {missing} were not reached by the forward pass")
+        if self.materialize:  # a parameter the forward pass never reaches has a zero gradient
+            grads = [torch.zeros(restarts, *self.target[i].shape, dtype=x.dtype) if g is None else g
+                     for i, g in enumerate(grads)]
         return RestartGradients(tuple(grads) if self.materialize else None, dots, norms, self.target_norm)
 
 

@@ -145,7 +145,9 @@ def matching_objective(
     if batched and not problem.unrolled:
         try:
             batcher = RestartBatcher(problem.model, problem.target, materialize=distance != "cosine")
+            batcher.probe(layout.num_samples, layout.input_shape)
         except NotBatchable as exc:
+            batcher = None
             log.info("restarts run one after another: %s", exc)
     single = DISTANCES[distance]
 
