@@ -202,8 +202,11 @@ def test_stacked_restarts_agree_with_sequential_and_interleaved(name, options, o
     torch.testing.assert_close(batched.data, sequential.data, rtol=1e-6, atol=1e-8)
 
 
-def test_batchnorm_in_training_mode_keeps_restarts_apart():
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_in_training_mode_keeps_restarts_apart(affine):
     model = tiny_bn_net()
+    if not affine:
+        model[1] = nn.BatchNorm2d(4, affine=False)
     knowledge = AttackerKnowledge(num_samples=2, input_shape=(1, 8, 8), num_classes=4)
     update = simulate_client(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 3]), mode="train")
     options = dict(iterations=20, restarts=3)

@@ -58,9 +58,9 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def _bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Batch norm with per-restart statistics; records the normalized input."""
+    """Batch norm with per-restart statistics; records the normalized input when affine."""
     restarts = self._gradleak_restarts
-    if self.training:
+    if self.training or self.running_mean is None:
         xr = x.reshape(restarts, -1, *x.shape[1:])
         dims = [1] + list(range(3, xr.dim()))
         mean = xr.mean(dims, keepdim=True)
@@ -69,6 +69,8 @@ def _bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch
     else:
         view = (1, -1) + (1,) * (x.dim() - 2)
         xhat = (x - self.running_mean.reshape(view)) * torch.rsqrt(self.running_var.reshape(view) + self.eps)
+    if not self.affine:
+        return xhat
     view = (1, -1) + (1,) * (x.dim() - 2)
     out = xhat * self.weight.reshape(view) + self.bias.reshape(view)
     self._gradleak_tape.append((self, xhat, out))
@@ -96,10 +98,16 @@ class RestartBatcher:
         self.target_norm = sum((t.double() ** 2).sum() for t in self.target).to(self.target[0].dtype)
         self.materialize = materialize
         self.tape: list = []
+        self.stat_modules: list[nn.Module] = []
         trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         owner: dict[int, tuple[nn.Module, str]] = {}
         for mod_name, module in self.model.named_modules():
             own = [(k, p) for k, p in module.named_parameters(recurse=False) if p.requires_grad]
+            if isinstance(module, _BN) and not own:  # no parameters, but its statistics must stay per restart
+                module.forward = types.MethodType(_bn_forward, module)
+                module._gradleak_restarts = 1
+                self.stat_modules.append(module)
+                continue
             if not own:
                 if getattr(module, "inplace", False):
                     module.inplace = False  # an in-place op would overwrite a recorded layer output
@@ -125,7 +133,7 @@ class RestartBatcher:
 
     def probe(self, batch: int, input_shape: tuple[int, ...]) -> None:
         """Raise `NotBatchable` now if a forward pass of 2 restarts of `batch` samples cannot be split."""
-        for module, _ in self.slots:
+        for module in [m for m, _ in self.slots] + self.stat_modules:
             module._gradleak_restarts = 2
         self.tape.clear()
         with torch.no_grad():
@@ -137,7 +145,7 @@ class RestartBatcher:
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor, restarts: int) -> RestartGradients:
         """Gradients of each restart's mean cross-entropy; x is (R*B, ...), targets (R*B,) or (R*B, C)."""
-        for module, _ in self.slots:
+        for module in [m for m, _ in self.slots] + self.stat_modules:
             module._gradleak_restarts = restarts
         self.tape.clear()
         batch = x.shape[0] // restarts
