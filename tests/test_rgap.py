@@ -1,0 +1,60 @@
+"""R-GAP's closed-form fully connected steps: exact recovery in float64 on FCN3."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradleak.attacks.rgap import invert_fully_connected, leaky_relu_inverse, logit_from_last_layer
+from gradleak.errors import GradleakError
+from gradleak.models import build_model
+
+
+def _fcn3_case(seed=0):
+    model = build_model("fcn3", num_classes=1, input_shape=(1, 28, 28), seed=seed).double()
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    u = float(model(x).detach())
+    label = -1 if u > 0 else 1  # misclassified on purpose, as in the paper's demo
+    loss = F.softplus(-label * model(x)).sum()  # logistic loss log(1 + e^{-y u})
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    weights = [p.detach() for p in model.parameters()]
+    return model, x, u, label, weights, list(grads)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fcn3_single_image_is_recovered_exactly_in_float64(seed):
+    _, x, _, label, weights, grads = _fcn3_case(seed)
+    rec = invert_fully_connected(weights, grads, label, slope=0.2)
+    err = float((rec - x.reshape(-1)).norm() / x.norm())
+    assert err < 1e-8
+
+
+def test_last_layer_step_returns_the_logit_and_its_loss_derivative():
+    _, _, u, label, weights, grads = _fcn3_case(0)
+    logit, k = logit_from_last_layer(grads[-1], weights[-1], label)
+    assert logit == pytest.approx(u, rel=1e-9)
+    assert k == pytest.approx(-label / (1 + torch.exp(torch.tensor(label * u, dtype=torch.float64)).item()), rel=1e-9)
+
+
+def test_a_correctly_classified_sample_is_refused():
+    _, _, u, label, weights, grads = _fcn3_case(0)
+    with pytest.raises(GradleakError, match="classified correctly"):
+        logit_from_last_layer(-grads[-1], weights[-1], label)  # the sign of the gradient flips the case
+    with pytest.raises(GradleakError, match="label must be -1 or \\+1"):
+        logit_from_last_layer(grads[-1], weights[-1], 0)
+
+
+def test_leaky_relu_inverse_round_trips():
+    z = torch.randn(100, dtype=torch.float64)
+    back, deriv = leaky_relu_inverse(F.leaky_relu(z, 0.2), 0.2)
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(deriv, torch.where(z >= 0, 1.0, 0.2).double())
+
+
+def test_fcn3_in_float32_beats_40_db():
+    model = build_model("fcn3", num_classes=1, input_shape=(1, 28, 28), seed=3)
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    label = -1 if float(model(x).detach()) > 0 else 1
+    grads = torch.autograd.grad(F.softplus(-label * model(x)).sum(), list(model.parameters()))
+    rec = invert_fully_connected([p.detach() for p in model.parameters()], list(grads), label, slope=0.2)
+    mse = float(((rec.clamp(0, 1) - x.reshape(-1)) ** 2).mean())
+    assert -10 * torch.log10(torch.tensor(max(mse, 1e-12))) > 40
