@@ -58,3 +58,28 @@ def test_fcn3_in_float32_beats_40_db():
     rec = invert_fully_connected([p.detach() for p in model.parameters()], list(grads), label, slope=0.2)
     mse = float(((rec.clamp(0, 1) - x.reshape(-1)) ** 2).mean())
     assert -10 * torch.log10(torch.tensor(max(mse, 1e-12))) > 40
+
+
+@pytest.mark.parametrize("name,shape", [("cnn6", (3, 32, 32)), ("fcn3", (1, 28, 28))])
+def test_network_inversion_recovers_the_image_in_float64(name, shape):
+    from gradleak.attacks.rgap import invert_network
+
+    model = build_model(name, num_classes=1, input_shape=shape, seed=0).double()
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    label = -1 if float(model(x).detach()) > 0 else 1
+    grads = torch.autograd.grad(F.softplus(-label * model(x)).sum(), list(model.parameters()))
+    rec = invert_network(model, list(grads), label, shape)
+    assert float((rec - x[0]).norm() / x.norm()) < 1e-4
+
+
+def test_networks_rgap_cannot_invert_are_refused_by_layer():
+    from torch import nn
+
+    from gradleak.attacks.rgap import invert_network
+
+    relu = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 1, bias=False))
+    with pytest.raises(GradleakError, match=r"layer '1' \(ReLU\) is not invertible"):
+        invert_network(relu, [torch.zeros(1)] * 2, 1, (3, 32, 32))
+    biased = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))
+    with pytest.raises(GradleakError, match=r"layer '1' \(Linear\) has a bias"):
+        invert_network(biased, [torch.zeros(1)] * 2, 1, (3, 2, 2))

@@ -94,3 +94,113 @@ def invert_fully_connected(weights: list[torch.Tensor], grads: list[torch.Tensor
         k = (weights[i + 1].t() @ k) * slope_of
         x = invert_linear_input(grads[i], k, weights[i], z)
     return x
+
+
+def invert_conv_input(conv_weight: torch.Tensor, weight_grad: torch.Tensor, k: torch.Tensor, output: torch.Tensor,
+                      input_shape: tuple[int, int, int], *, stride: tuple[int, int], padding: tuple[int, int],
+                      tol: float = 1e-12, max_iter: int = 20000) -> torch.Tensor:
+    """x (C, H, W) of a bias-free convolution from its weight gradient and its output.
+
+    Rows: gradient rows dW[o, c, a, b] = sum k[o, p] x[c, patch p + (a, b)] and forward
+    rows conv(x, W) = output; padded entries are not unknowns (the padding rows of the
+    paper are eliminated). Solved matrix-free with LSQR: the operator and its adjoint are
+    a convolution weight-gradient, a convolution and their transposes, so no Toeplitz
+    matrix is ever formed (memory: a few copies of x, k and W).
+    """
+    import numpy as np
+    from scipy.sparse.linalg import LinearOperator, lsqr
+
+    dtype = torch.float64
+    w, g, kk, out = (t.detach().to(dtype) for t in (conv_weight, weight_grad, k, output))
+    shape = (1, *input_shape)
+    n_grad, n_fwd = w.numel(), out.numel()
+    n = int(np.prod(input_shape))
+    conv = dict(stride=stride, padding=padding)
+
+    def forward(vec):
+        x = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64)).reshape(shape)
+        rows_g = torch.nn.grad.conv2d_weight(x, w.shape, kk[None], **conv)
+        rows_f = torch.nn.functional.conv2d(x, w, **conv)
+        return torch.cat([rows_g.reshape(-1), rows_f.reshape(-1)]).numpy()
+
+    def adjoint(vec):
+        y = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64))
+        y_g, y_f = y[:n_grad].reshape(w.shape), y[n_grad:].reshape(1, *out.shape)
+        x = torch.nn.grad.conv2d_input(shape, w, y_f, **conv) + torch.nn.grad.conv2d_input(shape, y_g, kk[None],
+                                                                                           **conv)
+        return x.reshape(-1).numpy()
+
+    op = LinearOperator((n_grad + n_fwd, n), matvec=forward, rmatvec=adjoint, dtype=np.float64)
+    rhs = torch.cat([g.reshape(-1), out.reshape(-1)]).numpy()
+    solution = lsqr(op, rhs, atol=tol, btol=tol, iter_lim=max_iter)[0]
+    return torch.from_numpy(solution).reshape(input_shape).to(conv_weight.dtype)
+
+
+def _layers(model: torch.nn.Module, input_shape: tuple[int, ...]):
+    """[(name, module, input shape, activation slope or None, output shape)] for R-GAP's networks."""
+    from torch import nn
+
+    seq = list(model.named_children()) if isinstance(model, nn.Sequential) else None
+    if seq is None:
+        raise GradleakError("R-GAP walks an nn.Sequential of Conv2d/Linear layers, LeakyReLU and Flatten; "
+                            f"got {type(model).__name__}")
+    layers, shape = [], tuple(input_shape)
+    x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
+    for name, module in seq:
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if module.bias is not None:
+                raise GradleakError(f"layer {name!r} ({type(module).__name__}) has a bias: R-GAP needs bias-free layers")
+            if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.dilation != (1, 1)
+                                                  or module.padding_mode != "zeros" or isinstance(module.padding, str)):
+                raise GradleakError(f"layer {name!r}: only plain zero-padded convolutions are supported")
+            with torch.no_grad():
+                out_shape = tuple(module(x).shape[1:])
+            layers.append([name, module, tuple(x.shape[1:]), None, out_shape])
+        elif isinstance(module, nn.LeakyReLU):
+            if not layers or layers[-1][3] is not None:
+                raise GradleakError(f"layer {name!r}: an activation must follow a Conv2d or Linear layer")
+            layers[-1][3] = float(module.negative_slope)
+        elif isinstance(module, (nn.Flatten, nn.Identity)):
+            pass
+        else:
+            raise GradleakError(f"layer {name!r} ({type(module).__name__}) is not invertible in closed form: R-GAP "
+                                "supports Conv2d and Linear without bias, LeakyReLU and identity")
+        with torch.no_grad():
+            x = module(x)
+    last = layers[-1][1] if layers else None
+    if not isinstance(last, nn.Linear) or last.out_features != 1 or layers[-1][3] is not None:
+        raise GradleakError("R-GAP needs the network to end in a linear layer with one logit (logistic loss)")
+    del shape
+    return [tuple(layer) for layer in layers]
+
+
+def invert_network(model: torch.nn.Module, grads: list[torch.Tensor], label: int,
+                   input_shape: tuple[int, ...]) -> torch.Tensor:
+    """One sample's input from its gradients (parameter order) under the logistic loss, top down."""
+    from torch import nn
+
+    layers = _layers(model, input_shape)
+    if len(grads) != len(layers):
+        raise GradleakError(f"got {len(grads)} gradients for {len(layers)} layers")
+    dtype = torch.float64
+    weights = [layer[1].weight.detach().to(dtype) for layer in layers]
+    grads = [g.detach().to(dtype) for g in grads]
+    _, k_top = logit_from_last_layer(grads[-1], weights[-1], label)
+    k = torch.tensor([k_top], dtype=dtype)
+    x = invert_linear_input(grads[-1], k)  # input of the last layer, flattened
+    for i in range(len(layers) - 2, -1, -1):
+        name, module, in_shape, slope, out_shape = layers[i]
+        upper, upper_in = layers[i + 1][1], layers[i + 1][2]
+        x_up = x.reshape(out_shape)  # the activation and a flatten keep the element order
+        if isinstance(upper, nn.Linear):
+            dl_dx = (weights[i + 1].t() @ k.reshape(-1)).reshape(out_shape)
+        else:
+            dl_dx = torch.nn.grad.conv2d_input((1, *upper_in), weights[i + 1], k[None], stride=upper.stride,
+                                               padding=upper.padding)[0].reshape(out_shape)
+        z, deriv = leaky_relu_inverse(x_up, slope if slope is not None else 1.0)
+        k = dl_dx * deriv
+        if isinstance(module, nn.Linear):
+            x = invert_linear_input(grads[i], k.reshape(-1), weights[i], z.reshape(-1))
+        else:
+            x = invert_conv_input(weights[i], grads[i], k, z, in_shape, stride=module.stride, padding=module.padding)
+    return x.reshape(input_shape)
