@@ -69,7 +69,23 @@ def test_network_inversion_recovers_the_image_in_float64(name, shape):
     label = -1 if float(model(x).detach()) > 0 else 1
     grads = torch.autograd.grad(F.softplus(-label * model(x)).sum(), list(model.parameters()))
     rec = invert_network(model, list(grads), label, shape)
-    assert float((rec - x[0]).norm() / x.norm()) < 1e-4
+    assert float((rec - x[0]).norm() / x.norm()) < 1e-6  # measured 3e-9 (CNN6), 2e-15 (FCN3)
+
+
+def test_cnn6_in_float32_beats_40_db_and_cnn6_d_does_not():
+    from gradleak.attacks.rgap import invert_network
+
+    psnr = {}
+    for name in ("cnn6", "cnn6-d"):
+        model = build_model(name, num_classes=1, input_shape=(3, 32, 32), seed=0)
+        x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        label = -1 if float(model(x).detach()) > 0 else 1
+        grads = torch.autograd.grad(F.softplus(-label * model(x)).sum(), list(model.parameters()))
+        rec = invert_network(model, list(grads), label, (3, 32, 32))
+        mse = float(((rec.clamp(0, 1) - x[0]) ** 2).mean())
+        psnr[name] = -10 * torch.log10(torch.tensor(max(mse, 1e-12))).item()
+    assert psnr["cnn6"] > 40  # measured 114 dB
+    assert psnr["cnn6-d"] < 20  # the paper's rank-deficient variant: measured 8 dB
 
 
 def test_networks_rgap_cannot_invert_are_refused_by_layer():

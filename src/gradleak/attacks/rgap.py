@@ -58,6 +58,9 @@ def invert_linear_input(weight_grad: torch.Tensor, k: torch.Tensor, weight: torc
                         output: torch.Tensor | None = None) -> torch.Tensor:
     """x from dW = k x^T (least squares over the gradient rows), plus W x = output when given."""
     k = k.reshape(-1)
+    scale = float(k.abs().max())
+    if scale > 0 and weight is not None:  # balance gradient rows against forward rows (same equations)
+        k, weight_grad = k / scale, weight_grad / scale
     kk = (k * k).sum()
     rhs = weight_grad.t() @ k  # sum_i k_i dW_i
     if weight is None or output is None:
@@ -105,13 +108,18 @@ def invert_conv_input(conv_weight: torch.Tensor, weight_grad: torch.Tensor, k: t
     rows conv(x, W) = output; padded entries are not unknowns (the padding rows of the
     paper are eliminated). Solved matrix-free with LSQR: the operator and its adjoint are
     a convolution weight-gradient, a convolution and their transposes, so no Toeplitz
-    matrix is ever formed (memory: a few copies of x, k and W).
+    matrix is ever formed (memory: a few copies of x, k and W). The gradient rows are
+    divided by max|k| first: k is often 1e-3 of the forward rows' scale, and without that
+    balance float32 gradients lose CNN6 from 114 to 32 dB.
     """
     import numpy as np
     from scipy.sparse.linalg import LinearOperator, lsqr
 
     dtype = torch.float64
     w, g, kk, out = (t.detach().to(dtype) for t in (conv_weight, weight_grad, k, output))
+    scale = float(kk.abs().max())
+    if scale > 0:  # balance the gradient rows against the forward rows (same equations)
+        g, kk = g / scale, kk / scale
     shape = (1, *input_shape)
     n_grad, n_fwd = w.numel(), out.numel()
     n = int(np.prod(input_shape))
