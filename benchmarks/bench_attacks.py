@@ -37,10 +37,8 @@ def case_setup(model_name, batch, model_options):
     model = build_model(model_name, num_classes=data.num_classes, input_shape=data.image_shape, seed=0,
                         **model_options)
     update = simulate_client(model, x, labels)
-    low = tuple(float(v) for v in data.normalization.normalize(torch.zeros(1, 3, 1, 1)).flatten())
-    high = tuple(float(v) for v in data.normalization.normalize(torch.ones(1, 3, 1, 1)).flatten())
     knowledge = AttackerKnowledge(num_samples=batch, input_shape=data.image_shape, num_classes=data.num_classes,
-                                  label_knowledge=LabelKnowledge.GIVEN, labels=labels, bounds=(low, high))
+                                  label_knowledge=LabelKnowledge.GIVEN, labels=labels, bounds=data.normalization.bounds())
     return data, images, labels, model, update, knowledge
 
 
@@ -49,18 +47,18 @@ def start_point(knowledge, seed):
     return torch.randn((knowledge.num_samples, *knowledge.input_shape), generator=gen)
 
 
-def floor_ig(model, update, knowledge, labels, iterations, tv, seed):
-    """Geiping's recipe in plain PyTorch: cosine + TV, signed Adam, step schedule, clamp."""
-    model = model.eval()
-    params = [p for p in model.parameters()]
+def geiping_loop(model, update, knowledge, labels, x, iterations, tv, on_iteration=None):
+    """Geiping's recipe in plain PyTorch from start `x`: cosine + TV, signed Adam (lr 0.1),
+    lr / 10 at 3/8, 5/8 and 7/8 of `iterations`, clamp to the box. `on_iteration(it, x)`
+    may return True to stop early. Returns the last iterate."""
+    params = list(model.parameters())
     target = update.tensors
-    x = start_point(knowledge, seed).requires_grad_(True)
+    x = x.clone().requires_grad_(True)
     low = torch.tensor(knowledge.bounds[0]).reshape(1, -1, 1, 1)
     high = torch.tensor(knowledge.bounds[1]).reshape(1, -1, 1, 1)
     opt = torch.optim.Adam([x], lr=0.1)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)], 0.1)
-    t = time.perf_counter()
-    for _ in range(iterations):
+    for it in range(1, iterations + 1):
         opt.zero_grad()
         grads = torch.autograd.grad(F.cross_entropy(model(x), labels), params, create_graph=True)
         loss = cosine_distance(grads, target) + tv * total_variation(x)
@@ -70,7 +68,16 @@ def floor_ig(model, update, knowledge, labels, iterations, tv, seed):
         sched.step()
         with torch.no_grad():
             x.clamp_(min=low, max=high)
-    return x.detach(), time.perf_counter() - t
+        if on_iteration is not None and on_iteration(it, x):
+            break
+    return x.detach()
+
+
+def floor_ig(model, update, knowledge, labels, iterations, tv, seed):
+    """Geiping's recipe in plain PyTorch (`geiping_loop`) from the attack's start, timed."""
+    t = time.perf_counter()
+    x = geiping_loop(model.eval(), update, knowledge, labels, start_point(knowledge, seed), iterations, tv)
+    return x, time.perf_counter() - t
 
 
 def floor_dlg(model, update, knowledge, labels, iterations, seed):

@@ -38,7 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gradleak.attacks import ATTACKS
 from gradleak.attacks.base import restart_seeds
-from gradleak.attacks.objectives import cosine_distance, l2_distance, total_variation
+from bench_attacks import geiping_loop  # the same plain-PyTorch IG recipe as the overhead benchmark
+from gradleak.attacks.objectives import l2_distance, total_variation
 from gradleak.attacks.optimize import _evaluate
 from gradleak.attacks.problem import Layout, build_problem, matching_objective
 from gradleak.data import load_dataset
@@ -85,12 +86,10 @@ def setup(case: Case, seed: int, index: int):
                         **case.model_options).eval()
     update = simulate_client(model, x, labels)
     norm = data.normalization
-    low = tuple(float(v) for v in norm.normalize(torch.zeros(1, 3, 1, 1)).flatten())
-    high = tuple(float(v) for v in norm.normalize(torch.ones(1, 3, 1, 1)).flatten())
     given = case.attack == "ig"  # IG recovers the label analytically; give it to both sides alike
     knowledge = AttackerKnowledge(num_samples=1, input_shape=data.image_shape, num_classes=data.num_classes,
                                   label_knowledge=LabelKnowledge.GIVEN if given else LabelKnowledge.UNKNOWN,
-                                  labels=labels if given else None, bounds=(low, high))
+                                  labels=labels if given else None, bounds=norm.bounds())
 
     def quality(model_space: torch.Tensor) -> float:
         return float(psnr(norm.denormalize(model_space.detach()).clamp(0, 1), images).mean())
@@ -144,29 +143,21 @@ def reference_dlg(model, update, knowledge, quality, threshold, seed, restarts, 
 
 
 def reference_ig(model, update, knowledge, labels, quality, threshold, seed, restarts, iterations, tv, every=10):
-    params = list(model.parameters())
-    target = update.tensors
-    low = torch.tensor(knowledge.bounds[0]).reshape(1, -1, 1, 1)
-    high = torch.tensor(knowledge.bounds[1]).reshape(1, -1, 1, 1)
     clock = Clock()
     for r, rseed in enumerate(restart_seeds(seed, restarts)):
         gen = torch.Generator().manual_seed(rseed)
-        x = torch.randn((1, *knowledge.input_shape), generator=gen).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=0.1)
-        sched = torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones=[int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)], gamma=0.1)
-        for it in range(1, iterations + 1):
-            opt.zero_grad()
-            grads = torch.autograd.grad(F.cross_entropy(model(x), labels), params, create_graph=True)
-            loss = cosine_distance(grads, target) + tv * total_variation(x)
-            loss.backward()
-            x.grad.sign_()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                x.data = torch.max(torch.min(x, high), low)
+        hit: dict = {}
+
+        def check(it, x, _r=r):
             if it % every == 0 and clock.check(quality, x) >= threshold:
-                return dict(success=True, seconds=clock.now(), restart=r, step=it)
+                hit.update(success=True, seconds=clock.now(), restart=_r, step=it)
+                return True
+            return False
+
+        geiping_loop(model, update, knowledge, labels, torch.randn((1, *knowledge.input_shape), generator=gen),
+                     iterations, tv, on_iteration=check)
+        if hit:
+            return hit
     return dict(success=False, seconds=clock.now())
 
 

@@ -370,3 +370,10 @@ def test_published_checksums_are_well_formed():
     resources = (dl.CIFAR10, dl.CIFAR100, *dl.MNIST, *dl.FASHION_MNIST)
     assert all(len(r.md5) == 32 and int(r.md5, 16) >= 0 and r.url.endswith(r.filename) for r in resources)
     assert len({r.md5 for r in resources}) == len(resources)
+
+
+def test_bounds_are_pixels_0_and_1_in_model_space():
+    norm = Normalization((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    low, high = norm.bounds()
+    torch.testing.assert_close(torch.tensor(low), norm.normalize(torch.zeros(3, 1, 1)).flatten())
+    torch.testing.assert_close(torch.tensor(high), norm.normalize(torch.ones(3, 1, 1)).flatten())

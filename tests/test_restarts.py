@@ -249,7 +249,7 @@ def test_halving_is_reported_and_spends_less():
         model, update, _knowledge(), seed=0)
     assert halved.restart_statuses.count("halved") == 3
     assert halved.iterations < full.iterations == 160
-    assert halved.peak_memory_bytes is not None and halved.peak_memory_bytes >= 0
+    assert halved.peak_memory_bytes is not None and halved.peak_memory_bytes > 10 * 2**20  # the interpreter alone
 
 
 def test_peak_memory_sees_a_large_allocation():

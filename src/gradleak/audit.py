@@ -134,8 +134,6 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     update = simulate_client(model, x, labels, training, mode=config.mode, seed=config.seed)
     t2 = time.perf_counter()
 
-    low = tuple(float(v) for v in norm.normalize(torch.zeros(1, data.image_shape[0], 1, 1)).flatten())
-    high = tuple(float(v) for v in norm.normalize(torch.ones(1, data.image_shape[0], 1, 1)).flatten())
     given = config.labels == "given"
     knowledge = AttackerKnowledge(
         num_samples=len(indices),
@@ -145,7 +143,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         labels=labels if given else None,
         knows_training=config.knows_training,
         training=training if config.knows_training else None,
-        bounds=(low, high),
+        bounds=norm.bounds(),
     )
     recon = attack.reconstruct(model, update, knowledge, seed=config.seed, callback=callback)
     t3 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Attacks, registered by name: each one class with one verb, `reconstruct`."""
 
 from gradleak.attacks.analytic_fc import AnalyticFC
-from gradleak.attacks.base import Attack, Progress, ProgressCallback
+from gradleak.attacks.base import Attack, OptimizationAttack, Progress, ProgressCallback
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
@@ -14,4 +14,5 @@ ATTACKS.add("ig", InvertingGradients, "Inverting Gradients: cosine + TV, signed 
 ATTACKS.add("analytic-fc", AnalyticFC,
             "exact inversion of a fully connected first layer: weight-gradient row / bias gradient (Phong et al. 2018)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "DLG", "IDLG", "InvertingGradients", "Progress", "ProgressCallback"]
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "DLG", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
+           "ProgressCallback"]

@@ -87,7 +87,6 @@ class AnalyticFC(Attack):
     label_mode = LabelKnowledge.INFERRED
 
     def __init__(self, *, min_bias: float = 1e-6, match_tol: float = 1e-4, label_rule: str = "auto") -> None:
-        super().__init__(restarts=1)
         self.min_bias = check_positive_float("min_bias", min_bias)
         self.match_tol = check_positive_float("match_tol", match_tol)
         self.label_rule = LABEL_RULES.entry(label_rule).name
@@ -95,11 +94,9 @@ class AnalyticFC(Attack):
     def reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *,
                     seed: int = 0, callback=None) -> Reconstruction:
         """Read the samples off the first layer's gradient (`seed` and `callback` are unused)."""
+        self._check_inputs(update, knowledge, seed)
         start = time.perf_counter()
         validate_update(model, update)
-        if knowledge.num_samples != update.num_samples:
-            raise GradleakError(f"knowledge.num_samples ({knowledge.num_samples}) differs from the update's "
-                                f"num_samples ({update.num_samples})")
         name, layer = first_layer(model, knowledge.input_shape)
         if not isinstance(layer, nn.Linear) or layer.bias is None:
             kind = type(layer).__name__ + ("" if not isinstance(layer, nn.Linear) else " without bias")
@@ -133,9 +130,3 @@ class AnalyticFC(Attack):
             restart_mode="analytic",
             units=tuple(tuple(u) for u in units),
         )
-
-    def _iterations(self) -> int:
-        return 0
-
-    def _solve(self, *args):  # pragma: no cover - reconstruct is overridden
-        raise NotImplementedError

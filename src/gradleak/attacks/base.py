@@ -84,13 +84,52 @@ def check_halving(value: object) -> Halving | None:
         return value
     try:
         return Halving(at=tuple(float(f) for f in value))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # GradleakError is a ValueError: reworded with the argument's name
         raise GradleakError(f"halving must be None or budget fractions in (0, 1) such as (0.25, 0.5), "
                             f"got {value!r}") from exc
 
 
 class Attack(ABC):
-    """Base class: subclasses implement `_solve`; `reconstruct` validates, times, and picks the best restart.
+    """One attack, one verb: `reconstruct` the client's data from an update."""
+
+    name: ClassVar[str]
+    label_mode: ClassVar[LabelKnowledge]  # what it does with labels when none are given
+
+    @abstractmethod
+    def reconstruct(
+        self,
+        model: nn.Module,
+        update: ClientUpdate,
+        knowledge: AttackerKnowledge,
+        *,
+        seed: int = 0,
+        callback: ProgressCallback | None = None,
+    ) -> Reconstruction:
+        """Reconstruct the client's data from `update` (the caller's model is not modified)."""
+
+    def _check_inputs(self, update: ClientUpdate, knowledge: AttackerKnowledge, seed: int) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise GradleakError(f"seed must be an integer >= 0, got {seed!r}")
+        if knowledge.uses_bn_statistics:
+            raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False")
+        if knowledge.num_samples != update.num_samples:
+            raise GradleakError(
+                f"knowledge.num_samples ({knowledge.num_samples}) differs from the update's "
+                f"num_samples ({update.num_samples})"
+            )
+
+    def _assumptions(self, knowledge: AttackerKnowledge):
+        return knowledge.assumptions()
+
+    def _label_knowledge(self, knowledge: AttackerKnowledge) -> LabelKnowledge:
+        if knowledge.label_knowledge is LabelKnowledge.GIVEN:
+            return LabelKnowledge.GIVEN
+        return self.label_mode
+
+
+class OptimizationAttack(Attack):
+    """Base of the optimization attacks: subclasses implement `_solve`; `reconstruct`
+    validates, times, and picks the best restart.
 
     Args common to all optimization attacks:
         restarts: independent random starts (seeds spawned from the attack's seed).
@@ -106,9 +145,6 @@ class Attack(ABC):
             running restarts is dropped (None: off).
         max_seconds: wall-clock budget for the whole attack (None: unlimited).
     """
-
-    name: ClassVar[str]
-    label_mode: ClassVar[LabelKnowledge]  # what it does with labels when none are given
 
     def __init__(
         self,
@@ -138,15 +174,7 @@ class Attack(ABC):
         callback: ProgressCallback | None = None,
     ) -> Reconstruction:
         """Reconstruct the client's data from `update` (the caller's model is not modified)."""
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise GradleakError(f"seed must be an integer >= 0, got {seed!r}")
-        if knowledge.uses_bn_statistics:
-            raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False")
-        if knowledge.num_samples != update.num_samples:
-            raise GradleakError(
-                f"knowledge.num_samples ({knowledge.num_samples}) differs from the update's "
-                f"num_samples ({update.num_samples})"
-            )
+        self._check_inputs(update, knowledge, seed)
         start = time.perf_counter()
         generators = [torch.Generator().manual_seed(s) for s in restart_seeds(seed, self.restarts)]
 
@@ -181,14 +209,6 @@ class Attack(ABC):
 
     def _deadline(self, start: float) -> Deadline:
         return Deadline(None if self.max_seconds is None else start + self.max_seconds)
-
-    def _assumptions(self, knowledge: AttackerKnowledge):
-        return knowledge.assumptions()
-
-    def _label_knowledge(self, knowledge: AttackerKnowledge) -> LabelKnowledge:
-        if knowledge.label_knowledge is LabelKnowledge.GIVEN:
-            return LabelKnowledge.GIVEN
-        return self.label_mode
 
     @abstractmethod
     def _iterations(self) -> int: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from gradleak.attacks.base import (
-    Attack,
+    OptimizationAttack,
     Solved,
     check_positive_float,
     check_positive_int,
@@ -28,7 +28,7 @@ from gradleak.records import LabelKnowledge
 DEFAULT_HALVING = (0.01, 0.03)
 
 
-class DLG(Attack):
+class DLG(OptimizationAttack):
     """Joint data + soft-label reconstruction with L-BFGS and squared gradient distance.
 
     Args:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from gradleak.attacks.base import (
-    Attack,
+    OptimizationAttack,
     Solved,
     box_projection,
     check_positive_float,
@@ -30,7 +30,7 @@ from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
 
 
-class InvertingGradients(Attack):
+class InvertingGradients(OptimizationAttack):
     """Cosine gradient matching + TV prior, signed Adam, step schedule, box constraint.
 
     Args:

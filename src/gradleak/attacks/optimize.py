@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from gradleak.errors import GradleakError
+
 # rows (A, n) -> (A,) losses: one function for every row, row i's loss from row i alone
 Objective = Callable[[torch.Tensor], torch.Tensor]
 # (iteration, best running restart, its loss, restarts running, that restart's best row) -> stop?
@@ -60,7 +62,7 @@ class Halving:
 
     def __post_init__(self) -> None:
         if not all(0 < f < 1 for f in self.at) or not 0 < self.keep < 1:
-            raise ValueError(f"Halving needs fractions in (0, 1), got at={self.at!r}, keep={self.keep!r}")
+            raise GradleakError(f"Halving needs fractions in (0, 1), got at={self.at!r}, keep={self.keep!r}")
 
     def checkpoints(self, iterations: int) -> set[int]:
         return {max(1, int(round(f * iterations))) for f in self.at}

@@ -152,7 +152,7 @@ def _layers(model: torch.nn.Module, input_shape: tuple[int, ...]):
     if seq is None:
         raise GradleakError("R-GAP walks an nn.Sequential of Conv2d/Linear layers, LeakyReLU and Flatten; "
                             f"got {type(model).__name__}")
-    layers, shape = [], tuple(input_shape)
+    layers = []
     x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
     for name, module in seq:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -178,7 +178,6 @@ def _layers(model: torch.nn.Module, input_shape: tuple[int, ...]):
     last = layers[-1][1] if layers else None
     if not isinstance(last, nn.Linear) or last.out_features != 1 or layers[-1][3] is not None:
         raise GradleakError("R-GAP needs the network to end in a linear layer with one logit (logistic loss)")
-    del shape
     return [tuple(layer) for layer in layers]
 
 

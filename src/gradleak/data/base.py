@@ -44,6 +44,11 @@ class Normalization:
         mean, std = self._stats(x)
         return x * std + mean
 
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (low, high) in model space of pixels 0 and 1: the attacker's box."""
+        return (tuple((0.0 - m) / s for m, s in zip(self.mean, self.std)),
+                tuple((1.0 - m) / s for m, s in zip(self.mean, self.std)))
+
 
 @dataclass(frozen=True)
 class ImageDataset:
