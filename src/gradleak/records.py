@@ -52,9 +52,10 @@ class LabelKnowledge(str, Enum):
 class LocalTraining:
     """The client's local training configuration.
 
-    FedSGD: one gradient of the mean cross-entropy over all `num_samples` samples.
-    FedAvg: `epochs` passes over the samples in mini-batches of `batch_size` (None means
-    full batch) with plain SGD at `lr`; the shared update is the weight delta.
+    FedSGD: one gradient of the mean loss over all `num_samples` samples. FedAvg:
+    `epochs` passes over the samples in mini-batches of `batch_size` (None means full
+    batch) with plain SGD at `lr`; the shared update is the weight delta. `loss` is
+    "cross-entropy" or "logistic" (one logit, R-GAP's setting; `gradleak.fl.losses`).
     """
 
     protocol: Protocol = Protocol.FEDSGD
@@ -62,9 +63,13 @@ class LocalTraining:
     epochs: int = 1
     batch_size: int | None = None
     shuffle: bool = False
+    loss: str = "cross-entropy"
 
     def __post_init__(self) -> None:
+        from gradleak.fl.losses import check_loss
+
         object.__setattr__(self, "protocol", Protocol(self.protocol))
+        check_loss(self.loss)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise GradleakError(f"lr must be a positive finite number, got {self.lr!r}")
         if not (isinstance(self.epochs, int) and self.epochs >= 1):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.fl.losses import client_loss
 
 
 class NotBatchable(GradleakError):
@@ -92,8 +93,10 @@ class RestartBatcher:
             otherwise only inner products with `target` and squared norms.
     """
 
-    def __init__(self, model: nn.Module, target: Sequence[torch.Tensor], *, materialize: bool) -> None:
+    def __init__(self, model: nn.Module, target: Sequence[torch.Tensor], *, materialize: bool,
+                 loss: str = "cross-entropy") -> None:
         self.model = copy.deepcopy(model)
+        self.loss = loss
         self.target = tuple(t.detach() for t in target)
         self.target_norm = sum((t.double() ** 2).sum() for t in self.target).to(self.target[0].dtype)
         self.materialize = materialize
@@ -144,7 +147,7 @@ class RestartBatcher:
             raise NotBatchable("a parameterized layer is called more than once per forward pass")
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor, restarts: int) -> RestartGradients:
-        """Gradients of each restart's mean cross-entropy; x is (R*B, ...), targets (R*B,) or (R*B, C)."""
+        """Gradients of each restart's mean loss; x is (R*B, ...), targets (R*B,) or (R*B, C)."""
         for module in [m for m, _ in self.slots] + self.stat_modules:
             module._gradleak_restarts = restarts
         self.tape.clear()
@@ -155,7 +158,7 @@ class RestartBatcher:
         if len({id(m) for m, _, _ in calls}) != len(calls):
             raise NotBatchable("a parameterized layer is called more than once per forward pass")
         # sum over restarts of each restart's mean loss: d(loss)/d(output of r) is restart r's own
-        loss = F.cross_entropy(out, targets, reduction="sum") / batch
+        loss = client_loss(self.loss, out, targets, reduction="sum") / batch
         deltas = torch.autograd.grad(loss, [z for _, _, z in calls], create_graph=True)
         grads: list[torch.Tensor | None] = [None] * len(self.slots)
         dots = x.new_zeros(restarts)

@@ -23,6 +23,7 @@ from torch import nn
 
 from gradleak.errors import GradleakError
 from gradleak.fl.client import local_training
+from gradleak.fl.losses import client_loss
 from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class MatchingProblem:
     gradient_view: tuple[torch.Tensor, ...]  # the update read as a gradient (for label rules)
     model: nn.Module  # the attacker's private copy, in the client's mode
     unrolled: bool
+    loss: str = "cross-entropy"  # the client's training loss
 
 
 def validate_update(model: nn.Module, update: ClientUpdate) -> None:
@@ -85,13 +87,13 @@ def build_problem(
             )
             return tuple(final[n] - start[n] for n in names)
 
-        return MatchingProblem(observed, predict_unrolled, gradient_view, work, True)
+        return MatchingProblem(observed, predict_unrolled, gradient_view, work, True, update.training.loss)
 
     def predict_step(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        loss = F.cross_entropy(work(x), targets)
+        loss = client_loss(update.training.loss, work(x), targets)
         return torch.autograd.grad(loss, params, create_graph=True)
 
-    return MatchingProblem(gradient_view, predict_step, gradient_view, work, False)
+    return MatchingProblem(gradient_view, predict_step, gradient_view, work, False, update.training.loss)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def matching_objective(
     batcher = None
     if batched and not problem.unrolled:
         try:
-            batcher = RestartBatcher(problem.model, problem.target, materialize=distance != "cosine")
+            batcher = RestartBatcher(problem.model, problem.target, materialize=distance != "cosine",
+                                     loss=problem.loss)
             batcher.probe(layout.num_samples, layout.input_shape)
         except NotBatchable as exc:
             batcher = None

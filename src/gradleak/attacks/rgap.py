@@ -10,29 +10,34 @@ activations (LeakyReLU, identity). The recursion runs from the top:
    gradient rows k_i x = dW_i and the forward rows W x = z (when z is known);
 3. the pre-activation below is act^-1(x) and k_below = (W^T k) * act'(z_below).
 
-This module holds steps 1-3 for fully connected layers; convolutions (the padded
-Toeplitz systems), the attack class, rank analysis and the CLI are issue 3's remaining
-work.
+A convolution's input solves the same kind of least squares (gradient rows and forward
+rows, padding eliminated), matrix-free. Beyond the paper: a network ending in C logits
+under cross-entropy, where k = softmax(z) - e_y is recovered from the last layer's
+rank-one gradient (`softmax_top`). The attack class is `gradleak.attacks.rgap_attack`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from gradleak.errors import GradleakError
 
 
-def logit_from_last_layer(weight_grad: torch.Tensor, weight: torch.Tensor, label: int) -> tuple[float, float]:
+def logit_from_last_layer(weight_grad: torch.Tensor, weight: torch.Tensor, label: float) -> tuple[float, float]:
     """(u, k): the logit and dl/du from the last layer's weight gradient and weights (one logit).
 
     Raises when <dW, W> <= 0: the sample is classified correctly (t = y u >= 0), where f is
-    not invertible; R-GAP's demos pick the wrong label on purpose.
+    not invertible; R-GAP's demos pick the wrong label on purpose. For a batch the paper
+    passes the mean label in [-1, 1] (nonzero) and recovers one combined input.
     """
-    if label not in (-1, 1):
-        raise GradleakError(f"label must be -1 or +1 for the logistic loss, got {label!r}")
-    s = float((weight_grad.double() * weight.double()).sum())
+    if isinstance(label, bool) or not isinstance(label, (int, float)) or not (-1 <= label <= 1) or label == 0:
+        raise GradleakError(f"label must be -1 or +1 (or a nonzero batch mean in [-1, 1]) for the logistic loss, "
+                            f"got {label!r}")
+    s = float((weight_grad.detach().double() * weight.detach().double()).sum())
     if not s > 0:
         raise GradleakError(f"<dW, W> of the last layer is {s:.3g} <= 0: the sample is classified correctly "
                             "(y * logit >= 0) and R-GAP's last-layer step is not invertible there")
@@ -51,7 +56,73 @@ def logit_from_last_layer(weight_grad: torch.Tensor, weight: torch.Tensor, label
         else:
             high = mid
     t = 0.5 * (low + high)
-    return t * label, -label / (1.0 + math.exp(t))
+    return t / label, -label / (1.0 + math.exp(t))
+
+
+def softmax_top(weight_grad: torch.Tensor, weight: torch.Tensor,
+                label: int | None) -> tuple[list[torch.Tensor], int]:
+    """([k, ...], y): dl/dz of a last layer z = W x with C >= 2 logits under cross-entropy, one sample.
+
+    dW = k x^T is rank one, so k = s u for its leading left singular vector u and an
+    unknown scalar s; k = softmax(z) - e_y has one negative entry, k_y, which fixes the
+    sign of s and, for C >= 3, the label (the entry whose sign differs from the rest).
+    With b = sigma W v, z = b / s, and |s| solves 1 - softmax(b / s)_y = |s| |u_y|: a
+    one-dimensional root, found by bracketing on a log grid and bisection. Every root
+    whose residual over all C entries is at rounding level is returned, best first:
+    with C = 2 a correctly classified sample has two (the logistic case's ambiguity), and
+    the caller keeps the one whose reconstruction reproduces the gradient. Exact up to
+    rounding unless the softmax is saturated (k near 0: a confidently correct sample).
+    """
+    g, w = weight_grad.double(), weight.double()
+    if g.dim() != 2 or g.shape[0] < 2:
+        raise GradleakError(f"softmax_top needs a (C, n) weight gradient with C >= 2, got {tuple(g.shape)}")
+    u_mat, sig, vh = torch.linalg.svd(g, full_matrices=False)
+    if not sig[0] > 0:
+        raise GradleakError("the last layer's gradient is zero: nothing to invert")
+    u, v = u_mat[:, 0], vh[0]
+    if label is None:
+        negative, positive = (u < 0).nonzero().flatten(), (u > 0).nonzero().flatten()
+        if len(negative) == 1 and len(positive) == len(u) - 1:
+            label = int(negative[0])
+        elif len(positive) == 1 and len(negative) == len(u) - 1:
+            label = int(positive[0])
+        else:
+            raise GradleakError(f"cannot tell the label from the last layer's gradient ({len(u)} classes); "
+                                "pass the labels (with 2 classes both signs fit)")
+    if not 0 <= label < len(u):
+        raise GradleakError(f"label must be a class index in [0, {len(u) - 1}], got {label!r}")
+    sign = -1.0 if u[label] > 0 else 1.0  # k_y = p_y - 1 < 0
+    b = sig[0] * (w @ v)
+    onehot = torch.zeros_like(u)
+    onehot[label] = 1.0
+
+    def residual_y(a: float) -> float:
+        return 1.0 - float(torch.softmax(b / (sign * a), 0)[label]) - a * float(u[label].abs())
+
+    def residual(a: float) -> float:
+        return float((sign * a * u - torch.softmax(b / (sign * a), 0) + onehot).norm())
+
+    grid = [10.0 ** (e / 8) for e in range(-160, 41)]  # |s| from 1e-20 to 1e5
+    values = [residual_y(a) for a in grid]
+    roots = []
+    for lo, hi, f_lo, f_hi in zip(grid, grid[1:], values, values[1:]):
+        if f_lo == 0:
+            roots.append(lo)
+        elif f_lo * f_hi < 0:
+            for _ in range(200):
+                mid = math.sqrt(lo * hi)
+                if mid in (lo, hi):
+                    break
+                if residual_y(mid) * f_lo > 0:
+                    lo = mid
+                else:
+                    hi = mid
+            roots.append(math.sqrt(lo * hi))
+    if not roots:
+        raise GradleakError("no scale of k fits the softmax: the gradient is not one sample's cross-entropy gradient")
+    roots.sort(key=residual)
+    fits = [a for a in roots if residual(a) <= 1e-6] or roots[:1]
+    return [sign * a * u for a in fits], label
 
 
 def invert_linear_input(weight_grad: torch.Tensor, k: torch.Tensor, weight: torch.Tensor | None = None,
@@ -144,70 +215,117 @@ def invert_conv_input(conv_weight: torch.Tensor, weight_grad: torch.Tensor, k: t
     return torch.from_numpy(solution).reshape(input_shape).to(conv_weight.dtype)
 
 
-def _layers(model: torch.nn.Module, input_shape: tuple[int, ...]):
-    """[(name, module, input shape, activation slope or None, output shape)] for R-GAP's networks."""
-    from torch import nn
+@dataclass(frozen=True)
+class RGAPLayer:
+    """One weight layer of a network R-GAP can walk, with what follows it."""
 
-    seq = list(model.named_children()) if isinstance(model, nn.Sequential) else None
-    if seq is None:
-        raise GradleakError("R-GAP walks an nn.Sequential of Conv2d/Linear layers, LeakyReLU and Flatten; "
-                            f"got {type(model).__name__}")
-    layers = []
-    x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
-    for name, module in seq:
+    name: str
+    module: nn.Module  # nn.Conv2d or nn.Linear, bias-free
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    slope: float | None  # the LeakyReLU after it; None: identity
+
+
+WHY_NOT = {
+    nn.ReLU: "ReLU zeroes every negative pre-activation, so they cannot be recovered; use LeakyReLU",
+    nn.BatchNorm1d: "batch norm adds a shift (a bias) and couples the samples through batch statistics",
+    nn.BatchNorm2d: "batch norm adds a shift (a bias) and couples the samples through batch statistics",
+    nn.MaxPool2d: "pooling discards the entries it does not pick",
+    nn.AvgPool2d: "pooling sums entries into fewer outputs; its input is not identifiable",
+    nn.AdaptiveAvgPool2d: "pooling sums entries into fewer outputs; its input is not identifiable",
+    nn.Dropout: "dropout removes units at random",
+}
+
+
+def _refuse(name: str, module: nn.Module) -> GradleakError:
+    why = next((text for kind, text in WHY_NOT.items() if isinstance(module, kind)),
+               "R-GAP supports bias-free Conv2d and Linear layers, LeakyReLU and identity only")
+    return GradleakError(f"R-GAP cannot invert layer {name!r} ({type(module).__name__}): {why}")
+
+
+def rgap_layers(model: nn.Module, input_shape: tuple[int, ...], *, logits: str = "one") -> list[RGAPLayer]:
+    """The weight layers of a chain R-GAP can invert, bottom to top; raises naming the first misfit.
+
+    `logits`: "one" (the logistic loss: the last layer has one output), "many" (cross-
+    entropy: two or more) or "any" (rank analysis). Checked before any work is done.
+    """
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    for name, module in leaves:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             if module.bias is not None:
-                raise GradleakError(f"layer {name!r} ({type(module).__name__}) has a bias: R-GAP needs bias-free layers")
+                raise GradleakError(f"R-GAP cannot invert layer {name!r} ({type(module).__name__}): it has a bias; "
+                                    "the recursion needs bias-free layers (a bias in the first layer: try analytic-fc)")
             if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.dilation != (1, 1)
                                                   or module.padding_mode != "zeros" or isinstance(module.padding, str)):
-                raise GradleakError(f"layer {name!r}: only plain zero-padded convolutions are supported")
-            with torch.no_grad():
-                out_shape = tuple(module(x).shape[1:])
-            layers.append([name, module, tuple(x.shape[1:]), None, out_shape])
-        elif isinstance(module, nn.LeakyReLU):
-            if not layers or layers[-1][3] is not None:
-                raise GradleakError(f"layer {name!r}: an activation must follow a Conv2d or Linear layer")
-            layers[-1][3] = float(module.negative_slope)
-        elif isinstance(module, (nn.Flatten, nn.Identity)):
-            pass
-        else:
-            raise GradleakError(f"layer {name!r} ({type(module).__name__}) is not invertible in closed form: R-GAP "
-                                "supports Conv2d and Linear without bias, LeakyReLU and identity")
+                raise GradleakError(f"R-GAP cannot invert layer {name!r} (Conv2d): only plain zero-padded "
+                                    "convolutions (groups 1, dilation 1, numeric padding) are supported")
+        elif not isinstance(module, (nn.LeakyReLU, nn.Flatten, nn.Identity)):
+            raise _refuse(name, module)
+    if not isinstance(model, nn.Sequential) or any(list(m.children()) for m in model):
+        raise GradleakError(f"R-GAP cannot invert {type(model).__name__}: it is not one flat nn.Sequential, so a "
+                            "layer's output may feed more than the next layer (skip connections break the recursion)")
+    layers: list[list] = []
+    x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
+    for name, module in model.named_children():
+        if isinstance(module, nn.LeakyReLU):
+            if not layers or layers[-1][4] is not None:
+                raise GradleakError(f"R-GAP cannot invert layer {name!r}: an activation must follow a weight layer")
+            if not module.negative_slope > 0:
+                raise _refuse(name, nn.ReLU())
+            layers[-1][4] = float(module.negative_slope)
         with torch.no_grad():
-            x = module(x)
-    last = layers[-1][1] if layers else None
-    if not isinstance(last, nn.Linear) or last.out_features != 1 or layers[-1][3] is not None:
-        raise GradleakError("R-GAP needs the network to end in a linear layer with one logit (logistic loss)")
-    return [tuple(layer) for layer in layers]
+            y = module(x)
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            layers.append([name, module, tuple(x.shape[1:]), tuple(y.shape[1:]), None])
+        x = y
+    if not layers or not isinstance(layers[-1][1], nn.Linear) or layers[-1][4] is not None:
+        raise GradleakError("R-GAP needs the network to end in a bias-free nn.Linear with nothing after it")
+    outputs = layers[-1][1].out_features
+    if logits == "one" and outputs != 1:
+        raise GradleakError(f"the logistic loss needs one logit, the last layer {layers[-1][0]!r} has {outputs} "
+                            "outputs (use the cross-entropy variant with a known or recoverable label)")
+    if logits == "many" and outputs < 2:
+        raise GradleakError(f"cross-entropy needs two or more logits, the last layer {layers[-1][0]!r} has one")
+    return [RGAPLayer(*layer) for layer in layers]
 
 
-def invert_network(model: torch.nn.Module, grads: list[torch.Tensor], label: int,
-                   input_shape: tuple[int, ...]) -> torch.Tensor:
-    """One sample's input from its gradients (parameter order) under the logistic loss, top down."""
-    from torch import nn
+def invert_layers(layers: list[RGAPLayer], grads: list[torch.Tensor], k_top: torch.Tensor,
+                   logits_top: torch.Tensor | None = None) -> torch.Tensor:
+    """The input (flattened, float64) from the weight gradients (bottom to top) and dl/dz of the top.
 
-    layers = _layers(model, input_shape)
+    `logits_top` (the top layer's outputs, when known) adds its forward rows.
+    """
     if len(grads) != len(layers):
-        raise GradleakError(f"got {len(grads)} gradients for {len(layers)} layers")
+        raise GradleakError(f"got {len(grads)} gradients for {len(layers)} weight layers")
     dtype = torch.float64
-    weights = [layer[1].weight.detach().to(dtype) for layer in layers]
+    weights = [layer.module.weight.detach().to(dtype) for layer in layers]
     grads = [g.detach().to(dtype) for g in grads]
-    _, k_top = logit_from_last_layer(grads[-1], weights[-1], label)
-    k = torch.tensor([k_top], dtype=dtype)
-    x = invert_linear_input(grads[-1], k)  # input of the last layer, flattened
+    k = k_top.detach().to(dtype).reshape(-1)
+    top = None if logits_top is None else logits_top.detach().to(dtype).reshape(-1)
+    x = invert_linear_input(grads[-1], k, None if top is None else weights[-1], top)
     for i in range(len(layers) - 2, -1, -1):
-        name, module, in_shape, slope, out_shape = layers[i]
-        upper, upper_in = layers[i + 1][1], layers[i + 1][2]
-        x_up = x.reshape(out_shape)  # the activation and a flatten keep the element order
-        if isinstance(upper, nn.Linear):
-            dl_dx = (weights[i + 1].t() @ k.reshape(-1)).reshape(out_shape)
+        layer, upper = layers[i], layers[i + 1]
+        x_up = x.reshape(layer.output_shape)  # the activation and a flatten keep the element order
+        if isinstance(upper.module, nn.Linear):
+            dl_dx = (weights[i + 1].t() @ k.reshape(-1)).reshape(layer.output_shape)
         else:
-            dl_dx = torch.nn.grad.conv2d_input((1, *upper_in), weights[i + 1], k[None], stride=upper.stride,
-                                               padding=upper.padding)[0].reshape(out_shape)
-        z, deriv = leaky_relu_inverse(x_up, slope if slope is not None else 1.0)
+            dl_dx = torch.nn.grad.conv2d_input((1, *upper.input_shape), weights[i + 1], k.reshape(1, *upper.output_shape),
+                                               stride=upper.module.stride, padding=upper.module.padding)
+            dl_dx = dl_dx[0].reshape(layer.output_shape)
+        z, deriv = leaky_relu_inverse(x_up, layer.slope if layer.slope is not None else 1.0)
         k = dl_dx * deriv
-        if isinstance(module, nn.Linear):
+        if isinstance(layer.module, nn.Linear):
             x = invert_linear_input(grads[i], k.reshape(-1), weights[i], z.reshape(-1))
         else:
-            x = invert_conv_input(weights[i], grads[i], k, z, in_shape, stride=module.stride, padding=module.padding)
+            x = invert_conv_input(weights[i], grads[i], k, z, layer.input_shape, stride=layer.module.stride,
+                                  padding=layer.module.padding).to(dtype)
+    return x.reshape(-1)
+
+
+def invert_network(model: nn.Module, grads: list[torch.Tensor], label: float,
+                   input_shape: tuple[int, ...]) -> torch.Tensor:
+    """One sample's input (float64) from its gradients (parameter order) under the logistic loss."""
+    layers = rgap_layers(model, input_shape, logits="one")
+    u, k = logit_from_last_layer(grads[-1], layers[-1].module.weight, label)
+    x = invert_layers(layers, list(grads), torch.tensor([k]), torch.tensor([u]))
     return x.reshape(input_shape)

@@ -1,7 +1,7 @@
 """Simulate one client's round: FedSGD gradients or a FedAvg weight delta.
 
-FedSGD (McMahan et al. 2017): the client shares the gradient of the mean cross-entropy
-over its whole batch. FedAvg: it runs `epochs` passes of plain SGD over mini-batches and
+FedSGD (McMahan et al. 2017): the client shares the gradient of the mean loss (cross-entropy
+unless `LocalTraining.loss` says otherwise) over its whole batch. FedAvg: it runs `epochs` passes of plain SGD over mini-batches and
 shares `w_after - w_before`. The same `local_training` function serves the client and an
 attacker who knows the local configuration (it can keep the graph to differentiate
 through the local steps). The caller's model is never mutated: parameters and buffers
@@ -14,11 +14,11 @@ import copy
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from gradleak.errors import GradleakError
+from gradleak.fl.losses import client_loss
 from gradleak.records import ClientUpdate, LocalTraining, Protocol
 
 
@@ -55,7 +55,7 @@ def local_training(
     names = list(current)
     for idx in minibatch_order(images.shape[0], training, seed):
         out = functional_call(model, (current, dict(buffers)), (images[idx],))
-        loss = F.cross_entropy(out, targets[idx])
+        loss = client_loss(training.loss, out, targets[idx])
         grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=create_graph)
         current = {n: current[n] - training.lr * g for n, g in zip(names, grads)}
     return current
@@ -96,7 +96,7 @@ def simulate_client(
     labels = labels.long()
     if training.protocol is Protocol.FEDSGD:
         out = functional_call(work, (params, buffers), (images,))
-        loss = F.cross_entropy(out, labels)
+        loss = client_loss(training.loss, out, labels)
         tensors = tuple(g.detach() for g in torch.autograd.grad(loss, [params[n] for n in names]))
     else:
         final = local_training(work, params, buffers, images, labels, training, seed=seed)

@@ -1,0 +1,41 @@
+"""The client's training losses, by name.
+
+"cross-entropy" is the default of every FL recipe here. "logistic" is R-GAP's setting
+(Zhu & Blaschko 2021): one logit u, labels y in {-1, +1} stored as class indices
+{0, 1}, loss log(1 + exp(-y u)); it is binary cross-entropy on the logit, so soft
+targets (N, 2) use their class-1 probability. Both take class indices (N,) or class
+probabilities (N, C), so label-optimizing attacks work unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gradleak.errors import GradleakError
+
+LOSSES = ("cross-entropy", "logistic")
+
+
+def check_loss(name: object) -> str:
+    if name not in LOSSES:
+        raise GradleakError(f"loss must be one of {list(LOSSES)}, got {name!r}")
+    return str(name)
+
+
+def client_loss(name: str, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The loss `name` of `outputs` (N, C) against indices (N,) or probabilities (N, C)."""
+    if name == "cross-entropy":
+        return F.cross_entropy(outputs, targets, reduction=reduction)
+    if name == "logistic":
+        if outputs.dim() != 2 or outputs.shape[1] != 1:
+            raise GradleakError(f"the logistic loss needs one logit per sample (N, 1), got outputs of shape "
+                                f"{tuple(outputs.shape)}")
+        if targets.dim() == 2:
+            target = targets[:, -1].to(outputs.dtype)
+        else:
+            if targets.numel() and not bool(((targets == 0) | (targets == 1)).all()):
+                raise GradleakError(f"the logistic loss needs labels 0 or 1 (y = -1 or +1), got {targets.tolist()}")
+            target = targets.to(outputs.dtype)
+        return F.binary_cross_entropy_with_logits(outputs[:, 0], target, reduction=reduction)
+    raise GradleakError(f"loss must be one of {list(LOSSES)}, got {name!r}")
