@@ -1,4 +1,4 @@
-"""Command line: `gradleak attack`, `gradleak list`.
+"""Command line: `gradleak attack`, `gradleak list`, `gradleak rank`, `gradleak rgap`.
 
 Parsing (flags and YAML) happens here and only here; the library receives an
 `AuditConfig`. User mistakes print one line and exit 2; bugs keep their traceback.
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from gradleak.cli_analysis import add_parsers as add_analysis_parsers
 from gradleak.errors import GradleakError
 
 EXIT_USER_ERROR = 2
@@ -217,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _attack_parser(sub).set_defaults(func=cmd_attack)
     sub.add_parser("list", help="registered attacks, models, datasets and metrics").set_defaults(func=cmd_list)
+    add_analysis_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

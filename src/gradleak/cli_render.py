@@ -92,3 +92,50 @@ def registry_tables() -> None:
         for entry in registry:
             table.add_row(entry.name, entry.summary)
         out_console.print(table)
+
+
+def rank_table(report, model: str) -> None:
+    """R-GAP's rank analysis, one row per weight layer from the input up."""
+    table = Table(title=f"gradleak rank: {model} at input {'x'.join(map(str, report.input_shape))}",
+                  caption="n unknowns (padded: with zero padding), G gradient, F forward, P padding, "
+                          "V virtual constraints; rank of [G; F] rows and of G alone")
+    for name in ("layer", "input", "n", "padded", "G", "F", "P", "V", "rank", "rank G", "deficit"):
+        table.add_column(name, justify="left" if name in ("layer", "input") else "right", no_wrap=True)
+    for layer in report.layers:
+        deficit = "-" if layer.deficit is None else str(layer.deficit)
+        table.add_row(f"{layer.name} {layer.kind}", "x".join(map(str, layer.input_shape)), str(layer.unknowns),
+                      str(layer.padded_unknowns), str(layer.gradient), str(layer.forward), str(layer.padding),
+                      str(layer.virtual), "-" if layer.rank is None else str(layer.rank),
+                      "-" if layer.gradient_rank is None else str(layer.gradient_rank),
+                      f"[red]{deficit}[/red]" if layer.deficit else deficit)
+    out_console.print(table)
+    if report.risk_index is None:
+        out_console.print("risk index: not computed (counts only)")
+    else:
+        verdict = ("every layer is determined: R-GAP recovers the input exactly" if report.recoverable
+                   else "rank deficient: part of the input is not determined by the gradient")
+        partial = "" if report.complete else " (over the layers whose rank was affordable)"
+        out_console.print(f"risk index {report.risk_index:.4f}{partial}: {verdict}")
+
+
+def rgap_table(demo, model: str, out: Path) -> None:
+    if demo.fallback:
+        out_console.print(f"[yellow]{demo.fallback}[/yellow]")
+    table = Table(title=f"gradleak rgap: {model}, {len(demo.indices)} image(s) from {demo.dataset_source}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    summary = demo.metrics.summary()
+    record = demo.record
+    rows = [("PSNR (dB, mean)", f"{summary['psnr']:.2f}"), ("SSIM", f"{summary['ssim']:.4f}"),
+            ("MSE", f"{summary['mse']:.3e}"), ("status", record.status),
+            ("labels (y = 2 label - 1)", ", ".join(f"{2 * y - 1:+d}" for y in demo.labels)),
+            ("recovered labels", ", ".join(f"{2 * int(y) - 1:+d}" for y in record.labels)),
+            ("gradient mismatch", ", ".join(f"{v:.2e}" for v in record.restart_losses) or "-"),
+            ("time (s)", f"{record.seconds:.2f}")]
+    if record.peak_memory_bytes is not None:
+        rows.append(("peak memory (MiB)", f"{record.peak_memory_bytes / 2**20:.0f}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    out_console.print(table)
+    out_console.print(f"wrote {out / 'rgap.png'}, origin.png, reconstructed.png, rescale_reconstructed.png "
+                      f"and metrics.json in {out}")

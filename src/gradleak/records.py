@@ -182,7 +182,10 @@ class Reconstruction:
     "nonfinite" (the loss became NaN/inf; the best finite iterate is returned).
     Restart statuses add "plateau" (stalled), "halved" (dropped by successive halving)
     and "superseded" (another restart converged first). Analytic attacks report
-    "partial" when they found fewer samples than asked.
+    "partial" when they found fewer samples than asked, and R-GAP's batch treatment
+    "combination" (one combined input, copied for every sample). For analytic attacks
+    `restart_losses` holds the relative gradient mismatch of the result (empty when it
+    has no single-sample gradient to compare with).
     """
 
     data: torch.Tensor

@@ -221,4 +221,14 @@ def save_grid(
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-__all__ = ["DEFAULT_SCALE", "GridLayout", "ROWS", "grid_layout", "render_grid", "save_grid"]
+def save_image(path: str | os.PathLike[str], image: torch.Tensor, *, rescale: bool = False,
+               scale: int = DEFAULT_SCALE) -> Path:
+    """One (C, H, W) image as PNG: clamped to [0, 1], or min-max `rescale`d; upscaled by `scale`."""
+    img = _check_images(image[None] if isinstance(image, torch.Tensor) and image.dim() == 3 else image, "image")
+    img = (_rescaled(img) if rescale else _clamped(img))[0]
+    buffer = io.BytesIO()
+    _to_pixels(img, scale).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+__all__ = ["DEFAULT_SCALE", "GridLayout", "ROWS", "grid_layout", "render_grid", "save_grid", "save_image"]

@@ -5,6 +5,7 @@ from gradleak.attacks.base import Attack, OptimizationAttack, Progress, Progress
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.rgap_attack import RGAP
 from gradleak.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -13,6 +14,7 @@ ATTACKS.add("idlg", IDLG, "iDLG: label from the last-layer gradient, then DLG on
 ATTACKS.add("ig", InvertingGradients, "Inverting Gradients: cosine + TV, signed Adam, box (Geiping et al. 2020)")
 ATTACKS.add("analytic-fc", AnalyticFC,
             "exact inversion of a fully connected first layer: weight-gradient row / bias gradient (Phong et al. 2018)")
+ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 
 __all__ = ["ATTACKS", "AnalyticFC", "Attack", "DLG", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
-           "ProgressCallback"]
+           "ProgressCallback", "RGAP"]

@@ -18,6 +18,7 @@ rank-one gradient (`softmax_top`). The attack class is `gradleak.attacks.rgap_at
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
+
+log = logging.getLogger(__name__)
 
 
 def logit_from_last_layer(weight_grad: torch.Tensor, weight: torch.Tensor, label: float) -> tuple[float, float]:
@@ -73,7 +76,7 @@ def softmax_top(weight_grad: torch.Tensor, weight: torch.Tensor,
     the caller keeps the one whose reconstruction reproduces the gradient. Exact up to
     rounding unless the softmax is saturated (k near 0: a confidently correct sample).
     """
-    g, w = weight_grad.double(), weight.double()
+    g, w = weight_grad.detach().double(), weight.detach().double()
     if g.dim() != 2 or g.shape[0] < 2:
         raise GradleakError(f"softmax_top needs a (C, n) weight gradient with C >= 2, got {tuple(g.shape)}")
     u_mat, sig, vh = torch.linalg.svd(g, full_matrices=False)
@@ -211,7 +214,9 @@ def invert_conv_input(conv_weight: torch.Tensor, weight_grad: torch.Tensor, k: t
 
     op = LinearOperator((n_grad + n_fwd, n), matvec=forward, rmatvec=adjoint, dtype=np.float64)
     rhs = torch.cat([g.reshape(-1), out.reshape(-1)]).numpy()
-    solution = lsqr(op, rhs, atol=tol, btol=tol, iter_lim=max_iter)[0]
+    solution, _, iterations, residual = lsqr(op, rhs, atol=tol, btol=tol, iter_lim=max_iter)[:4]
+    log.debug("conv input %s: LSQR %d iterations, relative residual %.3g", input_shape, iterations,
+              residual / max(float(np.linalg.norm(rhs)), 1e-300))
     return torch.from_numpy(solution).reshape(input_shape).to(conv_weight.dtype)
 
 
@@ -237,10 +242,10 @@ WHY_NOT = {
 }
 
 
-def _refuse(name: str, module: nn.Module) -> GradleakError:
+def _refuse(name: str, module: nn.Module) -> str:
     why = next((text for kind, text in WHY_NOT.items() if isinstance(module, kind)),
-               "R-GAP supports bias-free Conv2d and Linear layers, LeakyReLU and identity only")
-    return GradleakError(f"R-GAP cannot invert layer {name!r} ({type(module).__name__}): {why}")
+               "only bias-free Conv2d and Linear layers, LeakyReLU and identity are supported")
+    return f"layer {name!r} ({type(module).__name__}): {why}"
 
 
 def rgap_layers(model: nn.Module, input_shape: tuple[int, ...], *, logits: str = "one") -> list[RGAPLayer]:
@@ -249,29 +254,33 @@ def rgap_layers(model: nn.Module, input_shape: tuple[int, ...], *, logits: str =
     `logits`: "one" (the logistic loss: the last layer has one output), "many" (cross-
     entropy: two or more) or "any" (rank analysis). Checked before any work is done.
     """
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    for name, module in leaves:
+    problems: dict[str, str] = {}  # the first layer of each kind of misfit, in forward order
+    for name, module in model.named_modules():
+        if list(module.children()) or (isinstance(module, (nn.Sequential, nn.ModuleList)) and len(module) == 0):
+            continue
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             if module.bias is not None:
-                raise GradleakError(f"R-GAP cannot invert layer {name!r} ({type(module).__name__}): it has a bias; "
-                                    "the recursion needs bias-free layers (a bias in the first layer: try analytic-fc)")
-            if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.dilation != (1, 1)
-                                                  or module.padding_mode != "zeros" or isinstance(module.padding, str)):
-                raise GradleakError(f"R-GAP cannot invert layer {name!r} (Conv2d): only plain zero-padded "
-                                    "convolutions (groups 1, dilation 1, numeric padding) are supported")
+                problems.setdefault("bias", f"layer {name!r} ({type(module).__name__}) has a bias, and the recursion "
+                                    "needs bias-free layers (a biased first layer: try analytic-fc)")
+            elif isinstance(module, nn.Conv2d) and (module.groups != 1 or module.dilation != (1, 1)
+                                                    or module.padding_mode != "zeros" or isinstance(module.padding, str)):
+                problems.setdefault("conv", f"layer {name!r} (Conv2d) is not a plain zero-padded convolution "
+                                    "(groups 1, dilation 1, numeric padding)")
+        elif isinstance(module, nn.LeakyReLU) and not module.negative_slope > 0:
+            problems.setdefault("ReLU", _refuse(name, nn.ReLU()))
         elif not isinstance(module, (nn.LeakyReLU, nn.Flatten, nn.Identity)):
-            raise _refuse(name, module)
+            problems.setdefault(type(module).__name__, _refuse(name, module))
     if not isinstance(model, nn.Sequential) or any(list(m.children()) for m in model):
-        raise GradleakError(f"R-GAP cannot invert {type(model).__name__}: it is not one flat nn.Sequential, so a "
-                            "layer's output may feed more than the next layer (skip connections break the recursion)")
+        problems["chain"] = (f"{type(model).__name__} is not one flat nn.Sequential, so a layer's output may feed "
+                             "more than the next layer (skip connections break the recursion)")
+    if problems:
+        raise GradleakError("R-GAP cannot invert this model: " + "; ".join(problems.values()))
     layers: list[list] = []
     x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
     for name, module in model.named_children():
         if isinstance(module, nn.LeakyReLU):
             if not layers or layers[-1][4] is not None:
                 raise GradleakError(f"R-GAP cannot invert layer {name!r}: an activation must follow a weight layer")
-            if not module.negative_slope > 0:
-                raise _refuse(name, nn.ReLU())
             layers[-1][4] = float(module.negative_slope)
         with torch.no_grad():
             y = module(x)
@@ -290,7 +299,7 @@ def rgap_layers(model: nn.Module, input_shape: tuple[int, ...], *, logits: str =
 
 
 def invert_layers(layers: list[RGAPLayer], grads: list[torch.Tensor], k_top: torch.Tensor,
-                   logits_top: torch.Tensor | None = None) -> torch.Tensor:
+                  logits_top: torch.Tensor | None = None, *, tol: float = 1e-12, max_iter: int = 20000) -> torch.Tensor:
     """The input (flattened, float64) from the weight gradients (bottom to top) and dl/dz of the top.
 
     `logits_top` (the top layer's outputs, when known) adds its forward rows.
@@ -318,7 +327,7 @@ def invert_layers(layers: list[RGAPLayer], grads: list[torch.Tensor], k_top: tor
             x = invert_linear_input(grads[i], k.reshape(-1), weights[i], z.reshape(-1))
         else:
             x = invert_conv_input(weights[i], grads[i], k, z, layer.input_shape, stride=layer.module.stride,
-                                  padding=layer.module.padding).to(dtype)
+                                  padding=layer.module.padding, tol=tol, max_iter=max_iter).to(dtype)
     return x.reshape(-1)
 
 
