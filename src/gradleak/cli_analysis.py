@@ -46,6 +46,7 @@ def add_parsers(sub) -> None:
     p.add_argument("-p", "--parameters", help="model checkpoint (state_dict) instead of random weights")
     p.add_argument("-m", "--model", default="CNN6", help="CNN6, CNN6-d or FCN3")
     p.add_argument("--data-root", help="folder holding the dataset's files")
+    p.add_argument("--image-size", type=int, help="resize images to this square size (any size works)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", help="output folder (default runs/rgap-<model>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -84,7 +85,8 @@ def cmd_rgap(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise GradleakError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
     demo = run_rgap_demo(model=args.model, dataset=args.dataset, index=args.index, batch_size=args.batchsize,
-                         checkpoint=args.parameters, data_root=args.data_root, seed=args.seed)
+                         checkpoint=args.parameters, data_root=args.data_root, image_size=args.image_size,
+                         seed=args.seed)
     write_demo(out, demo, args)
     rgap_table(demo, args.model, out)
     return 0

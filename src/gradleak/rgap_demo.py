@@ -54,8 +54,13 @@ def load_demo_data(dataset: str, data_root: str | None, image_size: int | None):
 
 
 def run_rgap_demo(*, model: str = "cnn6", dataset: str = "cifar10", index: int = -1, batch_size: int = 1,
-                  checkpoint: str | None = None, data_root: str | None = None, seed: int = 0) -> RGAPDemo:
-    """Attack one image (`index`, or a seeded random one when -1) or a batch over an R-GAP model."""
+                  checkpoint: str | None = None, data_root: str | None = None, image_size: int | None = None,
+                  seed: int = 0) -> RGAPDemo:
+    """Attack one image (`index`, or a seeded random one when -1) or a batch over an R-GAP model.
+
+    `image_size` resizes the images square (the models work at any size); the default
+    keeps the dataset's size, except FCN3 on built-in digits, resized to MNIST's 28.
+    """
     from gradleak.attacks.rgap_attack import RGAP
     from gradleak.fl import simulate_client
     from gradleak.metrics import evaluate_images
@@ -66,7 +71,7 @@ def run_rgap_demo(*, model: str = "cnn6", dataset: str = "cifar10", index: int =
         raise GradleakError(f"model must be one of CNN6, CNN6-d, FCN3 (the paper's), got {model!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise GradleakError(f"batch size must be an integer >= 1, got {batch_size!r}")
-    data, fallback = load_demo_data(dataset, data_root, 28 if key == "fcn3" and dataset.lower() == "mnist" else None)
+    data, fallback = load_demo_data(dataset, data_root, image_size)
     if fallback:
         log.info(fallback)
     gen = torch.Generator().manual_seed(seed)

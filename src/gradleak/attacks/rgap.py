@@ -83,6 +83,9 @@ def softmax_top(weight_grad: torch.Tensor, weight: torch.Tensor,
     if not sig[0] > 0:
         raise GradleakError("the last layer's gradient is zero: nothing to invert")
     u, v = u_mat[:, 0], vh[0]
+    if label is None and len(u) == 2:
+        raise GradleakError("cannot tell the label from the last layer's gradient with 2 classes (both signs fit); "
+                            "pass it, or try both")
     if label is None:
         negative, positive = (u < 0).nonzero().flatten(), (u > 0).nonzero().flatten()
         if len(negative) == 1 and len(positive) == len(u) - 1:

@@ -13,7 +13,8 @@ name, before any work). Two losses:
   copied once per sample so every original is scored against it); labels must be given.
 - cross-entropy, C >= 2 logits, one sample: k = softmax(z) - e_y is read off the last
   layer's rank-one gradient (`softmax_top`); the label is given or, for C >= 3, read
-  from the sign pattern. Exact unless the softmax is saturated.
+  from the sign pattern (with 2 classes both are tried, as for the logistic loss).
+  Exact unless the softmax is saturated.
 
 Each layer's least squares is only as good as its rank: the rank-deficient CNN6-d
 leaves part of its input undetermined (`gradleak rank` shows where).
@@ -140,11 +141,13 @@ class RGAP(Attack):
                 tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
             if not tried:
                 raise GradleakError(problems[0])
-        else:
-            ks, label = softmax_top(grads[-1], top_weight, None if given is None else int(given[0]))
-            for k in ks:
-                x = self._invert(layers, grads, k, None)
-                tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
+        else:  # with two classes the sign pattern fits either label: try both
+            labels = [int(given[0])] if given is not None else [0, 1] if top_weight.shape[0] == 2 else [None]
+            for wanted in labels:
+                ks, label = softmax_top(grads[-1], top_weight, wanted)
+                for k in ks:
+                    x = self._invert(layers, grads, k, None)
+                    tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
         mismatch, x, label = min(tried, key=lambda t: t[0])
         log.debug("rgap: %d candidate(s), gradient mismatch %.3g", len(tried), mismatch)
         return x, torch.tensor([label]), mismatch
