@@ -176,9 +176,13 @@ def invert_fully_connected(weights: list[torch.Tensor], grads: list[torch.Tensor
     return x
 
 
+class Inconsistent(GradleakError):
+    """A layer's equations have no solution to within the asked residual (a wrong candidate k)."""
+
+
 def invert_conv_input(conv_weight: torch.Tensor, weight_grad: torch.Tensor, k: torch.Tensor, output: torch.Tensor,
                       input_shape: tuple[int, int, int], *, stride: tuple[int, int], padding: tuple[int, int],
-                      tol: float = 1e-12, max_iter: int = 20000) -> torch.Tensor:
+                      tol: float = 1e-12, max_iter: int = 20000, max_residual: float | None = None) -> torch.Tensor:
     """x (C, H, W) of a bias-free convolution from its weight gradient and its output.
 
     Rows: gradient rows dW[o, c, a, b] = sum k[o, p] x[c, patch p + (a, b)] and forward
@@ -218,8 +222,11 @@ def invert_conv_input(conv_weight: torch.Tensor, weight_grad: torch.Tensor, k: t
     op = LinearOperator((n_grad + n_fwd, n), matvec=forward, rmatvec=adjoint, dtype=np.float64)
     rhs = torch.cat([g.reshape(-1), out.reshape(-1)]).numpy()
     solution, _, iterations, residual = lsqr(op, rhs, atol=tol, btol=tol, iter_lim=max_iter)[:4]
-    log.debug("conv input %s: LSQR %d iterations, relative residual %.3g", input_shape, iterations,
-              residual / max(float(np.linalg.norm(rhs)), 1e-300))
+    relative = residual / max(float(np.linalg.norm(rhs)), 1e-300)
+    log.debug("conv input %s: LSQR %d iterations, relative residual %.3g", input_shape, iterations, relative)
+    if max_residual is not None and relative > max_residual:
+        raise Inconsistent(f"the equations of the convolution with input {input_shape} leave a relative residual "
+                           f"{relative:.3g} > {max_residual:g}")
     return torch.from_numpy(solution).reshape(input_shape).to(conv_weight.dtype)
 
 
@@ -302,10 +309,13 @@ def rgap_layers(model: nn.Module, input_shape: tuple[int, ...], *, logits: str =
 
 
 def invert_layers(layers: list[RGAPLayer], grads: list[torch.Tensor], k_top: torch.Tensor,
-                  logits_top: torch.Tensor | None = None, *, tol: float = 1e-12, max_iter: int = 20000) -> torch.Tensor:
+                  logits_top: torch.Tensor | None = None, *, tol: float = 1e-12, max_iter: int = 20000,
+                  max_residual: float | None = None) -> torch.Tensor:
     """The input (flattened, float64) from the weight gradients (bottom to top) and dl/dz of the top.
 
-    `logits_top` (the top layer's outputs, when known) adds its forward rows.
+    `logits_top` (the top layer's outputs, when known) adds its forward rows. With
+    `max_residual`, a convolution whose least squares leaves a larger relative residual
+    raises `Inconsistent` at once (how a wrong label candidate is dropped cheaply).
     """
     if len(grads) != len(layers):
         raise GradleakError(f"got {len(grads)} gradients for {len(layers)} weight layers")
@@ -330,7 +340,8 @@ def invert_layers(layers: list[RGAPLayer], grads: list[torch.Tensor], k_top: tor
             x = invert_linear_input(grads[i], k.reshape(-1), weights[i], z.reshape(-1))
         else:
             x = invert_conv_input(weights[i], grads[i], k, z, layer.input_shape, stride=layer.module.stride,
-                                  padding=layer.module.padding, tol=tol, max_iter=max_iter).to(dtype)
+                                  padding=layer.module.padding, tol=tol, max_iter=max_iter,
+                                  max_residual=max_residual).to(dtype)
     return x.reshape(-1)
 
 

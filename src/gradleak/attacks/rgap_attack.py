@@ -31,13 +31,22 @@ from torch import nn
 
 from gradleak.attacks.base import Attack, check_positive_float, check_positive_int
 from gradleak.attacks.problem import validate_update
-from gradleak.attacks.rgap import RGAPLayer, invert_layers, logit_from_last_layer, rgap_layers, softmax_top
+from gradleak.attacks.rgap import (
+    Inconsistent,
+    RGAPLayer,
+    invert_layers,
+    logit_from_last_layer,
+    rgap_layers,
+    softmax_top,
+)
 from gradleak.errors import GradleakError
 from gradleak.fl.losses import client_loss
 from gradleak.memory import PeakMemory
 from gradleak.records import AttackerKnowledge, ClientUpdate, LabelKnowledge, Protocol, Reconstruction
 
 log = logging.getLogger(__name__)
+
+SCREEN_RESIDUAL = 1e-2  # relative; exact float32 gradients leave about 1e-6, a wrong label about 0.5-0.9
 
 
 def observed_gradients(model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge) -> list[torch.Tensor]:
@@ -122,34 +131,49 @@ class RGAP(Attack):
             restart_mode="analytic",
         )
 
-    def _invert(self, layers, grads, k, logits):
-        return invert_layers(layers, grads, k, logits, tol=self.tol, max_iter=self.max_iter)
+    def _invert(self, layers, grads, k, logits, screen: bool = False):
+        # while screening label candidates, a wrong one shows at the first convolution as a
+        # residual of order 1 (a right one: rounding level), so it is dropped there
+        return invert_layers(layers, grads, k, logits, tol=self.tol, max_iter=self.max_iter,
+                             max_residual=SCREEN_RESIDUAL if screen else None)
+
+    def _best(self, model, layers, grads, loss, candidates):
+        """(mismatch, x, label) of the candidate (label, k, logits) whose input reproduces the gradient."""
+        screen = len(candidates) > 1
+        tried = []
+        for label, k, logits in candidates:
+            try:
+                x = self._invert(layers, grads, k, logits, screen=screen)
+            except Inconsistent as exc:
+                log.debug("rgap: label %s dropped: %s", label, exc)
+                continue
+            tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
+        if not tried:  # every candidate screened out (noisy gradients): compare them in full
+            for label, k, logits in candidates:
+                x = self._invert(layers, grads, k, logits)
+                tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
+        return min(tried, key=lambda t: t[0])
 
     def _single(self, model, layers, grads, given, loss):
         top_weight = layers[-1].module.weight
-        tried: list[tuple[float, torch.Tensor, int]] = []
+        candidates: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
         if loss == "logistic":
-            candidates = [int(given[0])] if given is not None else [0, 1]
             problems = []
-            for label in candidates:
+            for label in [int(given[0])] if given is not None else [0, 1]:
                 try:
                     u, k = logit_from_last_layer(grads[-1], top_weight, 2 * label - 1)
                 except GradleakError as exc:
                     problems.append(str(exc))
                     continue
-                x = self._invert(layers, grads, torch.tensor([k]), torch.tensor([u]))
-                tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
-            if not tried:
+                candidates.append((label, torch.tensor([k]), torch.tensor([u])))
+            if not candidates:
                 raise GradleakError(problems[0])
         else:  # with two classes the sign pattern fits either label: try both
-            labels = [int(given[0])] if given is not None else [0, 1] if top_weight.shape[0] == 2 else [None]
-            for wanted in labels:
+            for wanted in [int(given[0])] if given is not None else [0, 1] if top_weight.shape[0] == 2 else [None]:
                 ks, label = softmax_top(grads[-1], top_weight, wanted)
-                for k in ks:
-                    x = self._invert(layers, grads, k, None)
-                    tried.append((gradient_mismatch(model, layers, x, label, loss, grads), x, label))
-        mismatch, x, label = min(tried, key=lambda t: t[0])
-        log.debug("rgap: %d candidate(s), gradient mismatch %.3g", len(tried), mismatch)
+                candidates += [(label, k, None) for k in ks]
+        mismatch, x, label = self._best(model, layers, grads, loss, candidates)
+        log.debug("rgap: %d candidate(s), gradient mismatch %.3g", len(candidates), mismatch)
         return x, torch.tensor([label]), mismatch
 
     def _logistic_batch(self, layers, grads, given, batch):
