@@ -144,8 +144,12 @@ def invert_linear_input(weight_grad: torch.Tensor, k: torch.Tensor, weight: torc
         if not kk > 0:
             raise GradleakError("every entry of k is zero: the gradient carries no information on this input")
         return rhs / kk
-    normal = weight.t() @ weight + kk * torch.eye(weight.shape[1], dtype=weight.dtype)
-    return torch.linalg.solve(normal, rhs + weight.t() @ output.reshape(-1))
+    rhs = rhs + weight.t() @ output.reshape(-1)
+    m, n = weight.shape
+    if m < n and kk > 0:  # Woodbury: an m x m system instead of (kk I + W^T W), n x n, e.g. for a top logit
+        inner = kk * torch.eye(m, dtype=weight.dtype) + weight @ weight.t()
+        return (rhs - weight.t() @ torch.linalg.solve(inner, weight @ rhs)) / kk
+    return torch.linalg.solve(weight.t() @ weight + kk * torch.eye(n, dtype=weight.dtype), rhs)
 
 
 def leaky_relu_inverse(x: torch.Tensor, slope: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,5 +354,6 @@ def invert_network(model: nn.Module, grads: list[torch.Tensor], label: float,
     """One sample's input (float64) from its gradients (parameter order) under the logistic loss."""
     layers = rgap_layers(model, input_shape, logits="one")
     u, k = logit_from_last_layer(grads[-1], layers[-1].module.weight, label)
-    x = invert_layers(layers, list(grads), torch.tensor([k]), torch.tensor([u]))
+    x = invert_layers(layers, list(grads), torch.tensor([k], dtype=torch.float64),
+                      torch.tensor([u], dtype=torch.float64))
     return x.reshape(input_shape)

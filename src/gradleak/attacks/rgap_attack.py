@@ -165,7 +165,7 @@ class RGAP(Attack):
                 except GradleakError as exc:
                     problems.append(str(exc))
                     continue
-                candidates.append((label, torch.tensor([k]), torch.tensor([u])))
+                candidates.append((label, torch.tensor([k], dtype=torch.float64), torch.tensor([u], dtype=torch.float64)))
             if not candidates:
                 raise GradleakError(problems[0])
         else:  # with two classes the sign pattern fits either label: try both
@@ -185,5 +185,5 @@ class RGAP(Attack):
             raise GradleakError("the batch's labels are balanced (mean label 0), where R-GAP's batch treatment "
                                 "gives k = 0; use an odd batch or unbalanced labels")
         u, k = logit_from_last_layer(grads[-1], layers[-1].module.weight, mean_label)
-        x = self._invert(layers, grads, torch.tensor([k]), torch.tensor([u]))
+        x = self._invert(layers, grads, torch.tensor([k], dtype=torch.float64), torch.tensor([u], dtype=torch.float64))
         return x, given.long().reshape(-1), None
