@@ -62,8 +62,26 @@ def test_rgap_loads_a_checkpoint_and_refuses_bad_flags(tmp_path, capsys):
     assert json.loads((tmp_path / "d" / "metrics.json").read_text())["metrics"]["psnr"] >= 40
     assert main(["rgap", "-m", "LeNet", "-o", str(tmp_path / "e")]) == 2
     assert main(["rgap", "-d", "SVHN", "-o", str(tmp_path / "f")]) == 2
+    assert main(["rgap", "-b", "999", "-o", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
     assert "model must be one of CNN6, CNN6-d, FCN3" in err and "dataset must be one of CIFAR10, MNIST" in err
+    assert "batch size 999 exceeds the 125 images of photos" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "fcn3.pt"]  # refusals write nothing
+
+
+def test_a_failing_writer_leaves_the_old_folder_and_no_temporary(tmp_path):
+    from gradleak.io import write_folder
+
+    out = tmp_path / "out"
+    write_folder(out, lambda tmp: (tmp / "a.txt").write_text("old"))
+
+    def broken(tmp):
+        (tmp / "a.txt").write_text("new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(out, broken)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "a.txt").read_text() == "old"
 
 
 def test_rank_json_and_table(capsys):

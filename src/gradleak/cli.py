@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -173,11 +170,10 @@ def write_outputs(out: Path, run, *, overwrite: bool) -> None:
 
     import yaml
 
+    from gradleak.io import write_folder
     from gradleak.report import save_grid
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def fill(tmp: Path) -> None:
         result = run.result
         (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
         (tmp / "config.yaml").write_text(yaml.safe_dump(_plain(result.settings), sort_keys=True))
@@ -185,16 +181,10 @@ def write_outputs(out: Path, run, *, overwrite: bool) -> None:
                  f"PSNR {result.metrics.psnr_mean:.1f} dB, SSIM {result.metrics.ssim_mean:.3f}")
         save_grid(tmp / "reconstruction.png", run.original, run.reconstruction, psnr=list(result.metrics.psnr),
                   title=title)
-        if out.exists() and overwrite:
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    if out.exists() and not overwrite:  # checked before the attack too; the folder may have appeared since
+        raise GradleakError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    write_folder(out, fill)
 
 
 def _plain(value):

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from gradleak.errors import GradleakError
@@ -94,21 +91,18 @@ def cmd_rgap(args: argparse.Namespace) -> int:
 
 def write_demo(out: Path, demo, args: argparse.Namespace) -> None:
     """The labelled figure, the paper's three images and metrics.json, written all at once."""
+    from gradleak.io import write_folder
     from gradleak.report import save_grid, save_image
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def fill(tmp: Path) -> None:
         batch = len(demo.indices)
         rec = demo.reconstruction.expand(batch, *demo.reconstruction.shape[1:])
         kind = "combination of the batch" if batch > 1 else "image"
         title = f"R-GAP on {args.model}, {kind}: PSNR {demo.metrics.psnr_mean:.1f} dB"
         save_grid(tmp / "rgap.png", demo.original, rec, psnr=list(demo.metrics.psnr),
                   labels=[f"#{i} y={2 * y - 1:+d}" for i, y in zip(demo.indices, demo.labels)], title=title)
-        if batch == 1:
-            save_image(tmp / "origin.png", demo.original[0])
-        else:  # the paper shows the batch side by side
-            save_image(tmp / "origin.png", _row(demo.original))
+        # the paper shows a batch side by side
+        save_image(tmp / "origin.png", demo.original[0] if batch == 1 else _row(demo.original))
         save_image(tmp / "reconstructed.png", demo.reconstruction[0])
         save_image(tmp / "rescale_reconstructed.png", demo.reconstruction[0], rescale=True)
         record = demo.record
@@ -119,16 +113,8 @@ def write_demo(out: Path, demo, args: argparse.Namespace) -> None:
                    "metrics": demo.metrics.summary(), "psnr": list(demo.metrics.psnr), "ssim": list(demo.metrics.ssim),
                    "mse": list(demo.metrics.mse), "seed": args.seed, "checkpoint": args.parameters}
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder(out, fill)
 
 
 def _row(images):

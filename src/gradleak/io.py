@@ -99,3 +99,29 @@ def atomic_write_json(
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+
+def write_folder(out: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
+    """Let `fill` write into a temporary sibling of `out`, then move it into place.
+
+    An existing `out` is replaced (the caller decides whether that is allowed); an error
+    or interrupt inside `fill` leaves `out` as it was and no temporary folder behind.
+    """
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

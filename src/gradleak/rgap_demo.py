@@ -78,6 +78,8 @@ def run_rgap_demo(*, model: str = "cnn6", dataset: str = "cifar10", index: int =
     if batch_size > 1:
         if index != -1:
             raise GradleakError("pick either one image (-i) or a random batch (-b), not both")
+        if batch_size > len(data):
+            raise GradleakError(f"batch size {batch_size} exceeds the {len(data)} images of {data.name}")
         indices = torch.randperm(len(data), generator=gen)[:batch_size].tolist()
     elif index == -1:
         indices = [int(torch.randint(len(data), (1,), generator=gen))]

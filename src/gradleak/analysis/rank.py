@@ -92,12 +92,15 @@ class RankReport:
                                             "count_surplus": layer.count_surplus} for layer in self.layers]}
 
 
-def numerical_rank(matrix: torch.Tensor) -> int:
-    """Singular values above max(dims) * eps * sigma_max (float64), LAPACK's usual cut."""
-    if matrix.numel() == 0:
+def rank_of_singular_values(sigma: torch.Tensor, shape: tuple[int, ...]) -> int:
+    """Singular values (descending) above max(shape) * eps * sigma_max (float64), LAPACK's usual cut."""
+    if sigma.numel() == 0 or not sigma[0] > 0:
         return 0
-    sigma = torch.linalg.svdvals(matrix.double())
-    return int((sigma > sigma[0] * max(matrix.shape) * torch.finfo(torch.float64).eps).sum()) if sigma[0] > 0 else 0
+    return int((sigma > sigma[0] * max(shape) * torch.finfo(torch.float64).eps).sum())
+
+
+def numerical_rank(matrix: torch.Tensor) -> int:
+    return 0 if matrix.numel() == 0 else rank_of_singular_values(torch.linalg.svdvals(matrix.double()), matrix.shape)
 
 
 def conv_gradient_matrix(k: torch.Tensor, layer: RGAPLayer) -> torch.Tensor:
@@ -118,8 +121,7 @@ def conv_rank(k: torch.Tensor, layer: RGAPLayer) -> tuple[int | None, int | None
     if g_c.numel() > MAX_DENSE_ENTRIES:
         return None, None
     _, sigma, vh = torch.linalg.svd(g_c, full_matrices=True)
-    r_c = int((sigma > sigma[0] * max(g_c.shape) * torch.finfo(torch.float64).eps).sum()) if sigma.numel() and \
-        sigma[0] > 0 else 0
+    r_c = rank_of_singular_values(sigma, tuple(g_c.shape))
     null = vh[r_c:]  # (m, HW): G_c's null space
     gradient_rank = c * r_c
     m = null.shape[0]
@@ -164,9 +166,13 @@ def rank_analysis(model: nn.Module, input_shape: tuple[int, ...], *, seed: int =
     `model`: a chain R-GAP can invert (bias-free Conv2d/Linear, LeakyReLU, identity); others
     are refused naming the layer. `ranks=False` reports counts only.
     """
-    input_shape = tuple(int(s) for s in input_shape)
-    if not input_shape or any(s < 1 for s in input_shape):
-        raise GradleakError(f"input_shape must be positive sizes, got {input_shape}")
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(s < 1 for s in shape) or any(isinstance(s, bool) for s in input_shape):
+        raise GradleakError(f"input_shape must be a sequence of positive sizes such as (3, 32, 32), got {input_shape!r}")
+    input_shape = shape
     layers = rgap_layers(model, input_shape, logits="any")
     ks = _probe_ks(model, layers, input_shape, seed) if ranks else [None] * len(layers)
     rows: list[LayerRank] = []

@@ -161,25 +161,6 @@ def leaky_relu_inverse(x: torch.Tensor, slope: float) -> tuple[torch.Tensor, tor
     return z, torch.where(positive, torch.ones_like(x), torch.full_like(x, slope))
 
 
-def invert_fully_connected(weights: list[torch.Tensor], grads: list[torch.Tensor], label: int,
-                           slope: float) -> torch.Tensor:
-    """The input of a bias-free stack Linear -> act -> ... -> Linear(n, 1) from one sample's gradients.
-
-    `weights[i]` and `grads[i]` are layer i's (out, in) weight and weight gradient, bottom
-    to top; every hidden layer is followed by LeakyReLU(`slope`).
-    """
-    if len(weights) != len(grads) or not weights or weights[-1].shape[0] != 1:
-        raise GradleakError("need matching weights and gradients, the last layer with one output")
-    _, k_top = logit_from_last_layer(grads[-1], weights[-1], label)
-    k = torch.tensor([k_top], dtype=grads[-1].dtype)
-    x = invert_linear_input(grads[-1], k)
-    for i in range(len(weights) - 2, -1, -1):
-        z, slope_of = leaky_relu_inverse(x, slope)
-        k = (weights[i + 1].t() @ k) * slope_of
-        x = invert_linear_input(grads[i], k, weights[i], z)
-    return x
-
-
 class Inconsistent(GradleakError):
     """A layer's equations have no solution to within the asked residual (a wrong candidate k)."""
 

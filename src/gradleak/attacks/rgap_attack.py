@@ -100,9 +100,9 @@ class RGAP(Attack):
         validate_update(model, update)
         grads_by_name = dict(zip(update.names, observed_gradients(model, update, knowledge)))
         names = [f"{layer.name}.weight" for layer in layers]
-        grads = [grads_by_name[n] for n in names]
         if set(update.names) != set(names):
             raise GradleakError(f"R-GAP expects one gradient per weight layer {names}, the update has {update.names}")
+        grads = [grads_by_name[n] for n in names]
         batch = knowledge.num_samples
         given = knowledge.labels if knowledge.label_knowledge is LabelKnowledge.GIVEN else None
         start = time.perf_counter()
