@@ -139,16 +139,24 @@ def reconstruct(
                                                                callback=callback)
 
 
-def make_attack(attack_cls, options: Mapping[str, Any]):
-    """Instantiate an attack, naming the accepted options when one is unknown."""
+def accepted_options(factory: type) -> list[str]:
+    """The keyword arguments a class's constructor takes, its parents' included when it
+    forwards **options."""
     import inspect
 
     accepted: list[str] = []
-    for cls in attack_cls.__mro__:  # a subclass forwarding **options accepts its parents' options too
+    for cls in factory.__mro__:
         params = inspect.signature(cls.__init__).parameters.values()
-        accepted += [p.name for p in params if p.name != "self" and p.kind is p.KEYWORD_ONLY and p.name not in accepted]
+        accepted += [p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                     and p.name not in accepted]
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
+    return accepted
+
+
+def make_attack(attack_cls, options: Mapping[str, Any]):
+    """Instantiate an attack, naming the accepted options when one is unknown."""
+    accepted = accepted_options(attack_cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise GradleakError(f"attack {attack_cls.name!r} does not take {unknown}; it takes: {', '.join(accepted)}")

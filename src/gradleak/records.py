@@ -92,7 +92,8 @@ class ClientUpdate:
     `tensors` are in the model's `parameters()` order, named by `names`. For FedSGD they
     are the gradient of the mean loss; for FedAvg the delta `w_after - w_before`.
     `bn_statistics` holds per-BN-layer (mean, var) of the client's batch when the client
-    shares them (assumption level 4), else is empty.
+    shares them (assumption level 4), else is empty. `defenses` names the transforms the
+    client applied before sharing (`gradleak.defenses`), in order.
     """
 
     protocol: Protocol
@@ -103,6 +104,7 @@ class ClientUpdate:
     local_steps: int
     model_mode: str = "eval"
     bn_statistics: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    defenses: tuple[str, ...] = ()  # specs of the defenses applied, in order ("qsgd:bits=4", ...)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocol", Protocol(self.protocol))
@@ -132,7 +134,9 @@ class AttackerKnowledge:
     configuration (level 3); `uses_bn_statistics` the shared BN statistics (level 4; no
     attack uses them yet, so attacks refuse it rather than claim a level they do not use).
     `bounds` are per-channel (low, high) of valid inputs in model space (pixels 0 and 1
-    after normalization); attacks that clamp use them.
+    after normalization); attacks that clamp use them. `defense` is the client's defense
+    when the attacker knows the mechanism (the Bayes attack models it, Balunovic et al.
+    2022); `defense_seed` additionally reveals its random masks (not its noise).
     """
 
     num_samples: int
@@ -144,9 +148,18 @@ class AttackerKnowledge:
     training: LocalTraining | None = None
     uses_bn_statistics: bool = False
     bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    defense: Any = None  # the client's `gradleak.defenses.Defense`, when the attacker knows it
+    defense_seed: int | None = None  # its seed, when the attacker knows its random masks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_knowledge", LabelKnowledge(self.label_knowledge))
+        if self.defense is not None:
+            from gradleak.defenses import Defense
+
+            if not isinstance(self.defense, Defense):
+                raise GradleakError(f"defense must be a gradleak Defense or None, got {type(self.defense).__name__}")
+        if self.defense_seed is not None and self.defense is None:
+            raise GradleakError("defense_seed is given but defense is not: the seed only means something with it")
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         if self.label_knowledge is LabelKnowledge.GIVEN:
             if self.labels is None or self.labels.numel() != self.num_samples:
@@ -264,6 +277,8 @@ class AuditResult:
     peak_memory_bytes: int | None = None
     restart_mode: str = "sequential"
     units: tuple[tuple[int, ...], ...] = ()
+    defenses: tuple[str, ...] = ()  # what the client applied to its update, in order
+    privacy: Mapping[str, Any] | None = None  # a DP-SGD client's (epsilon, delta) spent
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -281,6 +296,8 @@ class AuditResult:
                 "labels": self.label_knowledge.value,
             },
             "model_mode": self.model_mode,
+            "defenses": list(self.defenses),
+            "privacy": None if self.privacy is None else dict(self.privacy),
             "restart_losses": list(self.restart_losses),
             "restart_statuses": list(self.restart_statuses),
             "restart_mode": self.restart_mode,

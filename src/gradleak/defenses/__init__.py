@@ -1,0 +1,77 @@
+"""Defenses, registered by name: each one class with one verb, `transform`.
+
+`parse_defense("topk:keep=0.1,scope=global")` builds one from its CLI spec;
+`build_defense(["qsgd:bits=4", "gaussian:sigma=0.01"])` builds the chain of several.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from gradleak.defenses.base import ClientBatch, Defense, NotModeled
+from gradleak.defenses.chain import Chain
+from gradleak.defenses.clip import NormClip, ValueClip
+from gradleak.defenses.noise import GaussianNoise, LaplacianNoise
+from gradleak.defenses.quantize import QSGD, SignSGD
+from gradleak.defenses.sparsify import RandomPrune, TopK
+from gradleak.errors import GradleakError
+from gradleak.registry import Registry
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES.add("gaussian", GaussianNoise, "add N(0, sigma^2) to every entry (SoK Appendix C, Du et al. 2024)")
+DEFENSES.add("laplacian", LaplacianNoise, "add Laplace(0, b) to every entry (Balunovic et al., ICLR 2022)")
+DEFENSES.add("normclip", NormClip, "scale the whole update to L2 norm <= max_norm (Abadi et al., CCS 2016)")
+DEFENSES.add("prune", RandomPrune, "zero each entry with probability rate (Balunovic et al., ICLR 2022)")
+DEFENSES.add("qsgd", QSGD, "unbiased stochastic quantization to 2^bits - 1 levels (Alistarh et al., NeurIPS 2017)")
+DEFENSES.add("signsgd", SignSGD, "share signs times the tensor's mean |g| (Bernstein et al., ICML 2018)")
+DEFENSES.add("topk", TopK, "keep the largest-magnitude fraction of entries (Zhu et al., NeurIPS 2019)")
+DEFENSES.add("valueclip", ValueClip, "clamp every entry to [-bound, bound], flat clipping (SoK, Du et al. 2024)")
+
+
+def parse_defense(spec: str) -> Defense:
+    """A defense from `name` or `name:key=value,key=value` (values read as YAML scalars)."""
+    import yaml
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise GradleakError(f"a defense spec must be a non-empty string like 'gaussian:sigma=0.1', got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    cls = DEFENSES.get(name.strip())
+    options: dict[str, object] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise GradleakError(f"defense spec {spec!r}: expected key=value, got {item!r}")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        parsed = _number(parsed)
+        options[key.strip().replace("-", "_")] = parsed
+    from gradleak.api import accepted_options
+
+    accepted = accepted_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise GradleakError(f"defense {cls.name!r} does not take {unknown}; it takes: {', '.join(accepted) or 'nothing'}")
+    return cls(**options)
+
+
+def _number(value: object) -> object:
+    # YAML 1.1 reads "1e-05" (how specs print small floats) as a string; specs must round trip
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def build_defense(specs: Sequence[str | Defense]) -> Chain:
+    """The chain of defenses named by `specs` (strings or `Defense` objects), in order."""
+    return Chain([s if isinstance(s, Defense) else parse_defense(s) for s in specs])
+
+
+__all__ = [
+    "Chain", "ClientBatch", "DEFENSES", "Defense", "GaussianNoise", "LaplacianNoise", "NormClip", "NotModeled", "QSGD",
+    "RandomPrune", "SignSGD", "TopK", "ValueClip", "build_defense", "parse_defense",
+]
