@@ -1,6 +1,8 @@
 """Attacks, registered by name: each one class with one verb, `reconstruct`."""
 
 from gradleak.attacks.analytic_fc import AnalyticFC
+from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
+from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.base import Attack, OptimizationAttack, Progress, ProgressCallback
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
@@ -14,7 +16,11 @@ ATTACKS.add("idlg", IDLG, "iDLG: label from the last-layer gradient, then DLG on
 ATTACKS.add("ig", InvertingGradients, "Inverting Gradients: cosine + TV, signed Adam, box (Geiping et al. 2020)")
 ATTACKS.add("analytic-fc", AnalyticFC,
             "exact inversion of a fully connected first layer: weight-gradient row / bias gradient (Phong et al. 2018)")
+ATTACKS.add("bayes", Bayes, "Bayes-optimal: the known defense's p(g|x) + TV/range prior, Adam (Balunovic et al. 2022)")
+ATTACKS.add("l2", L2Matching, "the Bayes paper's L2 baseline: squared distance + the same prior and optimizer")
+ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance + the same prior and optimizer")
+ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "DLG", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
            "ProgressCallback", "RGAP"]

@@ -45,6 +45,8 @@ class InvertingGradients(OptimizationAttack):
         assumed_lr: FedAvg delta read as one step of this learning rate when the local
             configuration is unknown (cosine is invariant to it).
         label_rule: how labels are recovered when not given (`LABEL_RULES`).
+        skip: parameter names left out of the objective (the adaptive attack on Soteria
+            drops the defended layer; Balunovic et al. 2022).
         restart_mode, halving: see `Attack`.
     """
 
@@ -63,6 +65,7 @@ class InvertingGradients(OptimizationAttack):
         max_seconds: float | None = None,
         assumed_lr: float = 1.0,
         label_rule: str = "auto",
+        skip: tuple[str, ...] = (),
         restart_mode: str = "stacked",
         halving: tuple[float, ...] | None = None,
     ) -> None:
@@ -77,6 +80,9 @@ class InvertingGradients(OptimizationAttack):
         self.distance = distance
         self.signed = bool(signed)
         self.assumed_lr = check_positive_float("assumed_lr", assumed_lr)
+        if isinstance(skip, str) or not all(isinstance(n, str) for n in skip):
+            raise GradleakError(f"skip must be a sequence of parameter names, got {skip!r}")
+        self.skip = tuple(skip)
 
     def _iterations(self) -> int:
         return self.iterations
@@ -85,7 +91,7 @@ class InvertingGradients(OptimizationAttack):
         return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS}))
 
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
-        problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr)
+        problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr, skip=self.skip)
         labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
         layout = Layout(knowledge.num_samples, knowledge.input_shape)
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])

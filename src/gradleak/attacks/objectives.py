@@ -2,8 +2,12 @@
 
 `l2_distance`: DLG's squared Euclidean distance summed over parameter tensors
 (Zhu et al. 2019). `cosine_distance`: 1 - cosine similarity of the concatenated
-tensors (Geiping et al. 2020). `total_variation`: anisotropic mean absolute
-differences (ALGORITHMS.md convention).
+tensors (Geiping et al. 2020). `l1_distance`: summed absolute differences (the
+Laplacian conditional, Balunovic et al. 2022). `total_variation`: anisotropic mean
+absolute differences (ALGORITHMS.md convention); `squared_tv_wrap`: the Bayes attack's
+prior, mean squared differences with wrap-around.
+
+The `stacked_*` forms take per-restart predictions (R, *shape) and return (R,).
 """
 
 from __future__ import annotations
@@ -25,13 +29,49 @@ def cosine_distance(predicted: Sequence[torch.Tensor], target: Sequence[torch.Te
     return 1 - dot / (p_norm.sqrt() * t_norm.sqrt() + 1e-12)
 
 
+def l1_distance(predicted: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum((p - t).abs().sum() for p, t in zip(predicted, target))
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def stacked_l2(predicted: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(_rows((p - t) ** 2).sum(1) for p, t in zip(predicted, target))
+
+
+def stacked_l1(predicted: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(_rows((p - t).abs()).sum(1) for p, t in zip(predicted, target))
+
+
+def stacked_cosine(predicted: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    dot = sum(_rows(p * t).sum(1) for p, t in zip(predicted, target))
+    p_norm = sum(_rows(p * p).sum(1) for p in predicted)
+    t_norm = sum((t * t).sum() for t in target)
+    return 1 - dot / (p_norm.sqrt() * t_norm.sqrt() + 1e-12)
+
+
+STACKED_DISTANCES = {"l2": stacked_l2, "l1": stacked_l1, "cosine": stacked_cosine}
+
+
+def squared_tv_wrap(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared differences to the next pixel, rows and columns, wrapping around."""
+    return ((x - x.roll(1, -1)) ** 2).mean() + ((x - x.roll(1, -2)) ** 2).mean()
+
+
+def range_penalty(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of the pixels outside [low, high] to the box."""
+    return (torch.relu(x - high) ** 2 + torch.relu(low - x) ** 2).mean()
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
     dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
     return dx + dy
 
 
-DISTANCES = {"l2": l2_distance, "cosine": cosine_distance}
+DISTANCES = {"l2": l2_distance, "cosine": cosine_distance, "l1": l1_distance}
 
 
 def restart_l2(stats, target: Sequence[torch.Tensor]) -> torch.Tensor:

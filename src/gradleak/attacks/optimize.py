@@ -82,7 +82,7 @@ class LoopResult:
 class _Tracker:
     """Per-restart bookkeeping and the stopping rules shared by both loops."""
 
-    def __init__(self, z: torch.Tensor, iterations: int, tol: float, plateau: Plateau | None,
+    def __init__(self, z: torch.Tensor, iterations: int, tol: float | None, plateau: Plateau | None,
                  halving: Halving | None, deadline: Deadline, on_step: OnStep | None) -> None:
         n = z.shape[0]
         self.best = z.detach().clone()
@@ -125,7 +125,8 @@ class _Tracker:
             loss, r = min(finite)
             if self.on_step(it, r, loss, len(ids), self.best[r]):
                 return self._end(keep, "stopped")
-        converged = [r for r, loss in zip(ids, losses) if math.isfinite(loss) and loss <= self.tol]
+        converged = [r for r, loss in zip(ids, losses)
+                     if self.tol is not None and math.isfinite(loss) and loss <= self.tol]
         if converged:
             for r in converged:
                 self.status[r] = "converged"
@@ -185,15 +186,17 @@ def run_adam(
     project: Project | None = None,
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
-    tol: float = 0.0,
+    tol: float | None = None,
     plateau: Plateau | None = None,
     halving: Halving | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    decay: float = 1.0,
 ) -> LoopResult:
     """Adam (torch.optim.Adam's update) with the lr cut 10x at each milestone, per row.
 
-    `signed` replaces gradients by their sign (Geiping et al. 2020).
+    `signed` replaces gradients by their sign (Geiping et al. 2020). `decay` multiplies
+    the lr after every step (exponential decay; Balunovic et al. 2022).
     """
     z = start.detach().clone()
     ids = list(range(z.shape[0]))
@@ -206,7 +209,7 @@ def run_adam(
         tracker.record(ids, losses, z)
         if signed:
             grad = grad.sign()
-        rate = lr * 0.1 ** sum(1 for ms in milestones if ms <= it - 1)
+        rate = lr * decay ** (it - 1) * 0.1 ** sum(1 for ms in milestones if ms <= it - 1)
         m.lerp_(grad, 1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = (v.sqrt() / math.sqrt(1 - b2**it)).add_(eps)
@@ -375,7 +378,7 @@ def run_lbfgs(
     armijo: float = 1e-4,
     deadline: Deadline = Deadline(None),
     on_step: OnStep | None = None,
-    tol: float = 0.0,
+    tol: float | None = None,
     plateau: Plateau | None = None,
     halving: Halving | None = None,
 ) -> LoopResult:

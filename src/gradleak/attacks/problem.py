@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,11 @@ class MatchingProblem:
     model: nn.Module  # the attacker's private copy, in the client's mode
     unrolled: bool
     loss: str = "cross-entropy"  # the client's training loss
+    keep: tuple[bool, ...] | None = None  # tensors the objective compares (None: all)
+
+    def select(self, tensors):
+        """The compared tensors of a full per-parameter sequence."""
+        return tensors if self.keep is None else [t for t, k in zip(tensors, self.keep) if k]
 
 
 def validate_update(model: nn.Module, update: ClientUpdate) -> None:
@@ -58,9 +63,33 @@ def validate_update(model: nn.Module, update: ClientUpdate) -> None:
             raise GradleakError(f"update tensor for parameter {name!r} contains NaN or inf")
 
 
+def skip_mask(update: ClientUpdate, skip: tuple[str, ...]) -> tuple[bool, ...] | None:
+    """Which update tensors an objective compares when the parameters `skip` are left out
+    (the adaptive attack on Soteria drops the defended layer; Balunovic et al. 2022)."""
+    if not skip:
+        return None
+    unknown = sorted(set(skip) - set(update.names))
+    if unknown:
+        raise GradleakError(f"skip names parameters the update does not have: {unknown}; it has {list(update.names)}")
+    keep = tuple(n not in skip for n in update.names)
+    if not any(keep):
+        raise GradleakError(f"skip leaves no parameter to compare: {list(skip)}")
+    return keep
+
+
 def build_problem(
-    model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, assumed_lr: float = 1.0
+    model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, assumed_lr: float = 1.0,
+    skip: tuple[str, ...] = (),
 ) -> MatchingProblem:
+    """The matching problem of `update`, comparing every tensor but those named in `skip`."""
+    import dataclasses
+
+    problem = _build_problem(model, update, knowledge, assumed_lr)
+    keep = skip_mask(update, tuple(skip))
+    return problem if keep is None else dataclasses.replace(problem, keep=keep)
+
+
+def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
     validate_update(model, update)
     if not (assumed_lr > 0 and math.isfinite(assumed_lr)):
         raise GradleakError(f"assumed_lr must be a positive finite number, got {assumed_lr!r}")
@@ -122,10 +151,13 @@ class Layout:
         return torch.cat(parts, 1)
 
 
+Distance = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
+
+
 def matching_objective(
     problem: MatchingProblem,
     layout: Layout,
-    distance: str,
+    distance: str | Distance,
     labels: torch.Tensor | None,
     *,
     prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -134,25 +166,31 @@ def matching_objective(
     """The per-restart objective over rows, and whether it batches the restarts.
 
     Row i's loss is distance(predicted update for its data and labels, observed update)
-    plus `prior` of its data (B, *shape) -> (,) . `labels` are fixed class indices (B,);
+    plus `prior` of its data (B, *shape) -> (,) . `distance` is a name of
+    `STACKED_DISTANCES` or a function of stacked predictions (R, *shape) per tensor and the
+    observed tensors, returning (R,) (a defense's conditional). Only the tensors
+    `problem.keep` selects are compared. `labels` are fixed class indices (B,);
     None means the rows carry label logits, turned into soft labels by a softmax.
     Restarts are batched (`RestartBatcher`) when asked and the model and problem allow,
     whenever more than one row runs; otherwise rows are evaluated one after another with
     the same result up to rounding.
     """
     from gradleak.attacks.batched import NotBatchable, RestartBatcher
-    from gradleak.attacks.objectives import DISTANCES, RESTART_DISTANCES
+    from gradleak.attacks.objectives import RESTART_DISTANCES, STACKED_DISTANCES
 
+    # the inner-product shortcut serves cosine over every tensor; anything else needs each gradient
+    shortcut = distance == "cosine" and problem.keep is None
+    stacked = STACKED_DISTANCES[distance] if isinstance(distance, str) else distance
+    target = problem.select(problem.target)
     batcher = None
     if batched and not problem.unrolled:
         try:
-            batcher = RestartBatcher(problem.model, problem.target, materialize=distance != "cosine",
+            batcher = RestartBatcher(problem.model, problem.target, materialize=not shortcut,
                                      loss=problem.loss)
             batcher.probe(layout.num_samples, layout.input_shape)
         except NotBatchable as exc:
             batcher = None
             log.info("restarts run one after another: %s", exc)
-    single = DISTANCES[distance]
 
     def targets_of(rows: torch.Tensor) -> torch.Tensor:
         if labels is None:
@@ -164,9 +202,13 @@ def matching_objective(
         if batcher is not None and x.shape[0] > 1:  # one row: plain autograd is the faster path
             a, b = x.shape[0], x.shape[1]
             stats = batcher(x.reshape(a * b, *x.shape[2:]), y.reshape(a * b, *y.shape[2:]), a)
-            losses = RESTART_DISTANCES[distance](stats, problem.target)
+            if shortcut or (distance == "l2" and problem.keep is None):
+                losses = RESTART_DISTANCES[distance](stats, problem.target)
+            else:
+                losses = stacked(problem.select(stats.grads), target)
         else:
-            losses = torch.stack([single(problem.predict(x[i], y[i]), problem.target) for i in range(x.shape[0])])
+            losses = torch.cat([stacked([g[None] for g in problem.select(problem.predict(x[i], y[i]))], target)
+                                for i in range(x.shape[0])])
         if prior is not None:
             losses = losses + torch.stack([prior(x[i]) for i in range(x.shape[0])])
         return losses

@@ -1,0 +1,171 @@
+"""The Bayes-optimal attack (Balunovic, Dimitrov, Jovanovic, Vechev, ICLR 2022).
+
+Threat model: honest-but-curious server with the model and the defended update, which
+knows the client's defense as a distribution p(g | x) (`AttackerKnowledge.defense`; its
+random masks too when `defense_seed` is known) and uses an image prior (assumption levels
+0 and 1). It maximizes log p(g | x) + log p(x): the defense's conditional
+(`Defense.conditional`) at the update predicted for x, plus a prior of squared
+wrap-around total variation and a penalty on pixels outside the valid box. Adam with an
+exponentially decaying learning rate from a random start; restarts keep the lowest
+objective. Without a known defense the conditional is `Identity` (the L2 attack).
+
+`PriorMatching` is the shared recipe; `l2`, `l1` and `cosine` (`attacks/baselines.py`)
+keep it and swap the conditional for a fixed distance, the paper's baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from gradleak.attacks.base import (
+    OptimizationAttack,
+    Solved,
+    check_positive_float,
+    check_positive_int,
+    dummy_data,
+    known_or_inferred_labels,
+    run_restarts,
+)
+from gradleak.attacks.labels import LABEL_RULES
+from gradleak.attacks.objectives import range_penalty, squared_tv_wrap
+from gradleak.attacks.optimize import run_adam
+from gradleak.attacks.problem import Layout, build_problem, matching_objective
+from gradleak.errors import GradleakError
+from gradleak.records import Assumption, LabelKnowledge, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class PriorMatching(OptimizationAttack):
+    """Match the update under a distance or a defense's conditional, plus an image prior.
+
+    Args:
+        iterations: Adam steps per restart.
+        lr: Adam's initial learning rate.
+        lr_end: the learning rate at the last step as a fraction of `lr` (exponential decay
+            in between; ours, the paper states only that the decay is exponential).
+        tv: weight of the squared wrap-around total variation (mean over pixels).
+        range_weight: weight of the mean squared distance of pixels outside the box
+            (needs `AttackerKnowledge.bounds`; ignored without them).
+        skip: parameter names left out of the objective (the adaptive attack on Soteria
+            drops the defended layer).
+        restarts, max_seconds, restart_mode, halving: see `OptimizationAttack`.
+        assumed_lr: a FedAvg delta is read as one step of this learning rate when the
+            local configuration is unknown.
+        label_rule: how labels are recovered when not given (`LABEL_RULES`).
+    """
+
+    label_mode = LabelKnowledge.INFERRED
+
+    def __init__(
+        self,
+        *,
+        iterations: int = 1000,
+        lr: float = 0.1,
+        lr_end: float = 0.05,
+        tv: float = 0.1,
+        range_weight: float = 1.0,
+        skip: tuple[str, ...] = (),
+        restarts: int = 1,
+        max_seconds: float | None = None,
+        assumed_lr: float = 1.0,
+        label_rule: str = "auto",
+        restart_mode: str = "stacked",
+        halving: tuple[float, ...] | None = None,
+    ) -> None:
+        super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode, halving=halving)
+        self.iterations = check_positive_int("iterations", iterations)
+        self.lr = check_positive_float("lr", lr)
+        self.lr_end = check_positive_float("lr_end", lr_end)
+        if self.lr_end > 1:
+            raise GradleakError(f"lr_end is a fraction of lr in (0, 1], got {lr_end!r}")
+        self.tv = check_positive_float("tv", tv, allow_zero=True)
+        self.range_weight = check_positive_float("range_weight", range_weight, allow_zero=True)
+        if isinstance(skip, str) or not all(isinstance(n, str) for n in skip):
+            raise GradleakError(f"skip must be a sequence of parameter names, got {skip!r}")
+        self.skip = tuple(skip)
+        self.assumed_lr = check_positive_float("assumed_lr", assumed_lr)
+        self.label_rule = LABEL_RULES.entry(label_rule).name
+
+    def _iterations(self) -> int:
+        return self.iterations
+
+    def _assumptions(self, knowledge):
+        return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS}))
+
+    def _distance(self, update, knowledge):
+        """A name of `STACKED_DISTANCES` or a conditional over the observed tensors."""
+        raise NotImplementedError
+
+    def _prior(self, layout: Layout, knowledge):
+        tv, weight = self.tv, self.range_weight
+        box = None
+        if knowledge.bounds is not None and weight > 0:
+            low = torch.tensor(knowledge.bounds[0], dtype=torch.float32)
+            high = torch.tensor(knowledge.bounds[1], dtype=torch.float32)
+            if len(layout.input_shape) == 3 and low.numel() == layout.input_shape[0]:
+                low, high = low.reshape(-1, 1, 1), high.reshape(-1, 1, 1)
+            else:
+                low, high = low.min(), high.max()
+            box = (low, high)
+        image = len(layout.input_shape) >= 2
+        if (tv == 0 or not image) and box is None:
+            return None
+
+        def prior(x: torch.Tensor) -> torch.Tensor:
+            total = x.new_zeros(())
+            if tv > 0 and image:
+                total = total + tv * squared_tv_wrap(x)
+            if box is not None:
+                total = total + weight * range_penalty(x, box[0].to(x.dtype), box[1].to(x.dtype))
+            return total
+
+        return prior
+
+    def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
+        problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr, skip=self.skip)
+        labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
+        layout = Layout(knowledge.num_samples, knowledge.input_shape)
+        start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
+        distance = self._distance(update, knowledge)
+        if not isinstance(distance, str) and update.protocol is Protocol.FEDAVG and not problem.unrolled:
+            # the conditional models the shared delta; the problem reads it as -delta / lr
+            conditional, lr = distance, self.assumed_lr
+
+            def distance(predicted, target):
+                return conditional([-lr * p for p in predicted], [-lr * t for t in target])
+
+        objective, stacked = matching_objective(problem, layout, distance, labels,
+                                                prior=self._prior(layout, knowledge),
+                                                batched=self.restart_mode == "stacked")
+        decay = self.lr_end ** (1 / self.iterations)
+
+        def run(rows, step_cb):
+            return run_adam(objective, rows, iterations=self.iterations, lr=self.lr, signed=False, decay=decay,
+                            deadline=deadline, on_step=step_cb, halving=self.halving)
+
+        loop = run_restarts(run, start, layout, together=self.restart_mode != "sequential", on_step=on_step)
+        data = layout.data(loop.best)
+        return Solved(data, labels.expand(data.shape[0], -1), loop, self._mode_used(stacked))
+
+
+class Bayes(PriorMatching):
+    """Bayes-optimal attack: the known defense's conditional p(g | x) plus the image prior.
+
+    Options as `PriorMatching`. The defense comes from `AttackerKnowledge.defense`; with
+    none known the attacker assumes no defense (the L2 conditional) and says so in the log.
+    """
+
+    name = "bayes"
+
+    def _distance(self, update, knowledge):
+        from gradleak.defenses.conditionals import Identity
+
+        if knowledge.defense is None:
+            if update.defenses:
+                log.warning("bayes: the update went through %s but the attacker does not know it; "
+                            "modelling no defense", ", ".join(update.defenses))
+            return Identity()
+        return knowledge.defense.conditional(Identity(), seed=knowledge.defense_seed)
