@@ -17,6 +17,7 @@ import torch
 
 from gradleak.api import make_attack, output_classes
 from gradleak.attacks import ATTACKS, ProgressCallback
+from gradleak.defenses import ClientBatch
 from gradleak.errors import GradleakError
 from gradleak.fl import simulate_client
 from gradleak.records import AttackerKnowledge, AuditResult, LabelKnowledge, LocalTraining, Protocol, Reconstruction
@@ -45,6 +46,12 @@ class AuditConfig:
     attack_options: Mapping[str, Any] = field(default_factory=dict)  # the attack's own defaults otherwise
     labels: str = "auto"  # "auto": as the attack does (optimize or infer); "given": hand the true labels over
     knows_training: bool = False
+    defenses: tuple[str, ...] = ()  # defense specs applied to the update in order ("qsgd:bits=4", ...)
+    knows_defense: bool = False  # the attacker knows the defense mechanism (the Bayes attack models it)
+    knows_mask: bool = False  # ... and its random masks (its seed)
+    dp_noise_multiplier: float | None = None  # DP-SGD client (Opacus) when set
+    dp_max_grad_norm: float = 1.0
+    dp_delta: float = 1e-5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +70,27 @@ class AuditConfig:
         if self.protocol not in {p.value for p in Protocol}:
             raise GradleakError(f"protocol must be one of {[p.value for p in Protocol]}, got {self.protocol!r}")
         ATTACKS.entry(self.attack)
+        object.__setattr__(self, "defenses", tuple(self.defenses))
+        self.defense()  # parse the specs now: a typo fails before any work
+        self.dp()
+        if self.knows_mask and not self.knows_defense:
+            raise GradleakError("knows_mask needs knows_defense: the masks belong to a known defense")
+        if self.knows_defense and not self.defenses:
+            raise GradleakError("knows_defense is set but no defense is applied; add defenses")
+
+    def defense(self):
+        from gradleak.defenses import build_defense
+
+        return build_defense(self.defenses)
+
+    def dp(self):
+        """The DP-SGD client settings, or None for a plain client."""
+        from gradleak.fl.dpsgd import DPSGD
+
+        if self.dp_noise_multiplier is None:
+            return None
+        return DPSGD(noise_multiplier=self.dp_noise_multiplier, max_grad_norm=self.dp_max_grad_norm,
+                     delta=self.dp_delta)
 
     def training(self) -> LocalTraining:
         return LocalTraining(protocol=Protocol(self.protocol), lr=self.lr, epochs=self.epochs,
@@ -73,6 +101,7 @@ class AuditConfig:
         d["indices"] = None if self.indices is None else list(self.indices)
         d["model_options"] = dict(self.model_options)
         d["attack_options"] = dict(self.attack_options)
+        d["defenses"] = list(self.defenses)
         return d
 
 
@@ -107,6 +136,21 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def defense_seed_of(seed: int) -> int:
+    """The defense's seed, independent of the client's and the attack's streams."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
+def client_update(config: AuditConfig, model, x, labels, training):
+    """The client's update and, for a DP-SGD client, the privacy it spent (else None)."""
+    dp = config.dp()
+    if dp is None:
+        return simulate_client(model, x, labels, training, mode=config.mode, seed=config.seed), None
+    from gradleak.fl.dpsgd import simulate_dp_client
+
+    return simulate_dp_client(model, x, labels, training, dp, mode=config.mode, seed=config.seed)
+
+
 def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> AuditRun:
     """Simulate the client, attack its update, and measure the leak."""
     from gradleak.data import load_dataset
@@ -131,7 +175,10 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     t1 = time.perf_counter()
 
     training = config.training()
-    update = simulate_client(model, x, labels, training, mode=config.mode, seed=config.seed)
+    update, privacy = client_update(config, model, x, labels, training)
+    defense = config.defense()
+    defense_seed = defense_seed_of(config.seed)
+    update = defense.transform(update, seed=defense_seed, client=ClientBatch(model, x, labels, training, config.mode))
     t2 = time.perf_counter()
 
     given = config.labels == "given"
@@ -144,6 +191,8 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         knows_training=config.knows_training,
         training=training if config.knows_training else None,
         bounds=norm.bounds(),
+        defense=defense if config.knows_defense else None,
+        defense_seed=defense_seed if config.knows_mask else None,
     )
     recon = attack.reconstruct(model, update, knowledge, seed=config.seed, callback=callback)
     t3 = time.perf_counter()
@@ -172,6 +221,8 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         restart_mode=recon.restart_mode,
         units=recon.units,
         model_mode=config.mode,
+        defenses=update.defenses,
+        privacy=None if privacy is None else privacy.to_json(),
     )
     predicted = None if recon.labels is None else recon.labels[list(metrics.assignment)]
     return AuditRun(result, images, matched, labels, predicted, data.classes, recon)

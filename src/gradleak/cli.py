@@ -57,6 +57,18 @@ def _attack_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="client learning rate (fedavg)")
     g.add_argument("--epochs", type=int, help="local epochs (fedavg)")
     g.add_argument("--local-batch-size", type=int, help="local mini-batch size (fedavg; default full batch)")
+    g = p.add_argument_group("defense")
+    g.add_argument("--defense", dest="defenses", action="append", metavar="SPEC",
+                   help="defense applied to the update, repeatable, in order (e.g. qsgd:bits=4, topk:keep=0.1; "
+                        "see `gradleak list`)")
+    g.add_argument("--knows-defense", action="store_true", default=None,
+                   help="the attacker knows the defense mechanism (bayes models it)")
+    g.add_argument("--knows-mask", action="store_true", default=None,
+                   help="the attacker also knows the defense's random masks")
+    g.add_argument("--dp-noise", dest="dp_noise_multiplier", type=float,
+                   help="train the client with DP-SGD (Opacus) at this noise multiplier")
+    g.add_argument("--dp-clip", dest="dp_max_grad_norm", type=float, help="DP-SGD per-sample clipping norm (1.0)")
+    g.add_argument("--dp-delta", type=float, help="DP-SGD delta for the reported epsilon (1e-5)")
     g = p.add_argument_group("attack")
     g.add_argument("-a", "--attack", help="attack name (see `gradleak list`); default idlg")
     g.add_argument("--iterations", type=int, help="optimization steps per restart")
@@ -83,7 +95,8 @@ def _attack_parser(sub) -> argparse.ArgumentParser:
 CONFIG_KEYS = {
     "dataset", "data_root", "download", "split", "indices", "batch_size", "image_size", "model", "model_options",
     "checkpoint", "mode", "protocol", "lr", "epochs", "local_batch_size", "attack", "attack_options", "labels",
-    "knows_training", "seed",
+    "knows_training", "seed", "defenses", "knows_defense", "knows_mask", "dp_noise_multiplier", "dp_max_grad_norm",
+    "dp_delta",
 }
 ATTACK_FLAGS = {"iterations": "iterations", "restarts": "restarts", "attack_lr": "lr", "tv": "tv",
                 "max_seconds": "max_seconds"}
@@ -126,6 +139,8 @@ def build_config(args: argparse.Namespace):
             attack_options[option] = value
     attack_options.update(dict(args.attack_extra or []))
     settings["attack_options"] = attack_options
+    if isinstance(settings.get("defenses"), str):
+        settings["defenses"] = [settings["defenses"]]
     if "indices" in settings and settings["indices"] is not None:
         settings["indices"] = tuple(int(i) for i in settings["indices"])
         if "batch_size" not in settings:

@@ -63,11 +63,16 @@ def metrics_table(run, out: Path) -> None:
         ("status", result.status),
         ("assumption levels", ", ".join(f"{int(a)} {a.name.lower()}" for a in result.assumptions)),
         ("labels", result.label_knowledge.value),
+        ("defenses", " then ".join(result.defenses) or "none"),
         ("attack time (s)", f"{result.timings['attack_s']:.1f}"),
         ("iterations", str(result.timings["attack_iterations"])),
         ("restart losses", ", ".join(f"{v:.2e}" for v in result.restart_losses)),
         ("restarts", f"{result.restart_mode}: " + ", ".join(result.restart_statuses)),
     ]
+    if result.privacy is not None:
+        eps = result.privacy["epsilon"]
+        eps = f"{eps:.3g}" if isinstance(eps, float) else str(eps)
+        rows.append(("DP-SGD (epsilon, delta)", f"({eps}, {result.privacy['delta']:g})"))
     if result.peak_memory_bytes is not None:
         rows.append(("peak memory (MiB)", f"{result.peak_memory_bytes / 2**20:.0f}"))
     for name, value in rows:
@@ -80,11 +85,13 @@ def registry_tables() -> None:
     from gradleak.attacks import ATTACKS
     from gradleak.attacks.labels import LABEL_RULES
     from gradleak.data import DATASETS
+    from gradleak.defenses import DEFENSES
     from gradleak.metrics import METRICS
     from gradleak.models import MODELS
 
     registries = (("attacks", ATTACKS), ("label rules (--attack-opt label_rule=NAME)", LABEL_RULES),
-                  ("models", MODELS), ("datasets", DATASETS), ("metrics", METRICS))
+                  ("defenses (--defense NAME:KEY=VALUE,...)", DEFENSES), ("models", MODELS), ("datasets", DATASETS),
+                  ("metrics", METRICS))
     for title, registry in registries:
         table = Table(title=title)
         table.add_column("name")
