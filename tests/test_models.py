@@ -2,12 +2,14 @@ import math
 
 import pytest
 import torch
+
+from gradleak.fl.losses import reseed_stochastic_layers
 from torch import nn
 
 from gradleak.errors import GradleakError, UnknownNameError
 from gradleak.models import MODELS, build_model, load_checkpoint, model_options
 
-NAMES = ["cnn6", "cnn6-d", "convnet", "fcn3", "lenet", "mlp", "resnet18", "resnet34"]
+NAMES = ["cnn6", "cnn6-d", "convnet", "fcn3", "lenet", "mlp", "precode", "resnet18", "resnet34"]
 OTHER_SHAPE = {"fcn3": (3, 32, 32), "cnn6": (1, 28, 28), "cnn6-d": (1, 32, 32)}
 # small widths keep the repeated builds fast; the default architectures are tested elsewhere
 FAST = {"convnet": {"width": 8}, "resnet18": {"width": 8}, "resnet34": {"width": 8}, "mlp": {"hidden": (32,)}}
@@ -45,7 +47,11 @@ def test_builds_for_cifar_and_another_shape_and_double_backward_works(name):
         assert not model.training
         x = torch.rand(2, *shape)
         assert model(x).shape == (2, 7)
-        assert torch.equal(model(x), model(x))
+        outputs = []
+        for _ in range(2):  # PRECODE samples noise on purpose: seed it
+            reseed_stochastic_layers(model, 0)
+            outputs.append(model(x))
+        assert torch.equal(*outputs)
         double_backward(model, x)
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from gradleak.errors import GradleakError
 from gradleak.fl.client import local_training
-from gradleak.fl.losses import client_loss
+from gradleak.fl.losses import client_loss, has_regularization, model_regularization
 from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
         return MatchingProblem(observed, predict_unrolled, gradient_view, work, True, update.training.loss)
 
     def predict_step(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        loss = client_loss(update.training.loss, work(x), targets)
+        loss = client_loss(update.training.loss, work(x), targets) + model_regularization(work)
         return torch.autograd.grad(loss, params, create_graph=True)
 
     return MatchingProblem(gradient_view, predict_step, gradient_view, work, False, update.training.loss)
@@ -183,7 +183,7 @@ def matching_objective(
     stacked = STACKED_DISTANCES[distance] if isinstance(distance, str) else distance
     target = problem.select(problem.target)
     batcher = None
-    if batched and not problem.unrolled:
+    if batched and not problem.unrolled and not has_regularization(problem.model):  # the batcher has no loss terms
         try:
             batcher = RestartBatcher(problem.model, problem.target, materialize=not shortcut,
                                      loss=problem.loss)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 
 from gradleak.errors import GradleakError
-from gradleak.fl.losses import client_loss
+from gradleak.fl.losses import client_loss, model_regularization, reseed_stochastic_layers
 from gradleak.records import ClientUpdate, LocalTraining, Protocol
 
 
@@ -55,7 +55,7 @@ def local_training(
     names = list(current)
     for idx in minibatch_order(images.shape[0], training, seed):
         out = functional_call(model, (current, dict(buffers)), (images[idx],))
-        loss = client_loss(training.loss, out, targets[idx])
+        loss = client_loss(training.loss, out, targets[idx]) + model_regularization(model)
         grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=create_graph)
         current = {n: current[n] - training.lr * g for n, g in zip(names, grads)}
     return current
@@ -82,13 +82,15 @@ def simulate_client(
 ) -> ClientUpdate:
     """The update a client with `images` (model space) and `labels` shares.
 
-    Deterministic under `seed` (only shuffling is random). `mode` is the model mode
+    Deterministic under `seed` (shuffling and layers that draw noise, such as PRECODE's
+    bottleneck, are seeded by it). `mode` is the model mode
     the client trains in ("train" makes BatchNorm use batch statistics).
     """
     _check_batch(model, images, labels)
     if mode not in ("train", "eval"):
         raise GradleakError(f"mode must be 'train' or 'eval', got {mode!r}")
     work = copy.deepcopy(model).train(mode == "train")
+    reseed_stochastic_layers(work, seed)
     names = [n for n, p in work.named_parameters() if p.requires_grad]
     params = {n: p.detach().clone().requires_grad_(True) for n, p in work.named_parameters() if p.requires_grad}
     buffers = {n: b.detach().clone() for n, b in work.named_buffers()}
@@ -96,7 +98,7 @@ def simulate_client(
     labels = labels.long()
     if training.protocol is Protocol.FEDSGD:
         out = functional_call(work, (params, buffers), (images,))
-        loss = client_loss(training.loss, out, labels)
+        loss = client_loss(training.loss, out, labels) + model_regularization(work)
         tensors = tuple(g.detach() for g in torch.autograd.grad(loss, [params[n] for n in names]))
     else:
         final = local_training(work, params, buffers, images, labels, training, seed=seed)

@@ -5,7 +5,7 @@ use `build_model` to construct one deterministically (seeded, global RNG untouch
 eval mode, optional checkpoint) and `model_options` to list a model's options.
 
 Registered: lenet (DLG), convnet (Inverting Gradients, with the SoK's micro-design
-switches), mlp, resnet18 / resnet34 (CIFAR variant), cnn6 / cnn6-d / fcn3 (R-GAP).
+switches), mlp, precode (a base model with PRECODE's variational bottleneck), resnet18 / resnet34 (CIFAR variant), cnn6 / cnn6-d / fcn3 (R-GAP).
 """
 
 from gradleak.models.build import MODELS, build_model, load_checkpoint, model_options
@@ -14,6 +14,7 @@ from gradleak.models.build import MODELS, build_model, load_checkpoint, model_op
 from gradleak.models import convnet as _convnet  # noqa: E402,F401
 from gradleak.models import lenet as _lenet  # noqa: E402,F401
 from gradleak.models import mlp as _mlp  # noqa: E402,F401
+from gradleak.models import precode as _precode  # noqa: E402,F401
 from gradleak.models import resnet as _resnet  # noqa: E402,F401
 from gradleak.models import rgap as _rgap  # noqa: E402,F401
 
