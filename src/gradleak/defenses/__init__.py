@@ -13,6 +13,7 @@ from gradleak.defenses.chain import Chain
 from gradleak.defenses.clip import NormClip, ValueClip
 from gradleak.defenses.noise import GaussianNoise, LaplacianNoise
 from gradleak.defenses.quantize import QSGD, SignSGD
+from gradleak.defenses.soteria import Soteria
 from gradleak.defenses.sparsify import RandomPrune, TopK
 from gradleak.errors import GradleakError
 from gradleak.registry import Registry
@@ -24,6 +25,8 @@ DEFENSES.add("normclip", NormClip, "scale the whole update to L2 norm <= max_nor
 DEFENSES.add("prune", RandomPrune, "zero each entry with probability rate (Balunovic et al., ICLR 2022)")
 DEFENSES.add("qsgd", QSGD, "unbiased stochastic quantization to 2^bits - 1 levels (Alistarh et al., NeurIPS 2017)")
 DEFENSES.add("signsgd", SignSGD, "share signs times the tensor's mean |g| (Bernstein et al., ICML 2018)")
+DEFENSES.add("soteria", Soteria, "prune the defended FC layer's update columns of low-score representation units "
+             "(Sun et al., CVPR 2021)")
 DEFENSES.add("topk", TopK, "keep the largest-magnitude fraction of entries (Zhu et al., NeurIPS 2019)")
 DEFENSES.add("valueclip", ValueClip, "clamp every entry to [-bound, bound], flat clipping (SoK, Du et al. 2024)")
 
@@ -72,6 +75,6 @@ def build_defense(specs: Sequence[str | Defense]) -> Chain:
 
 
 __all__ = [
-    "Chain", "ClientBatch", "DEFENSES", "Defense", "GaussianNoise", "LaplacianNoise", "NormClip", "NotModeled", "QSGD",
+    "Chain", "ClientBatch", "DEFENSES", "Defense", "GaussianNoise", "LaplacianNoise", "NormClip", "NotModeled", "Soteria", "QSGD",
     "RandomPrune", "SignSGD", "TopK", "ValueClip", "build_defense", "parse_defense",
 ]
