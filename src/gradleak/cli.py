@@ -1,4 +1,4 @@
-"""Command line: `gradleak attack`, `gradleak list`, `gradleak rank`, `gradleak rgap`.
+"""Command line: `gradleak attack`, `gradleak list`, `gradleak rank`, `gradleak rgap`, `gradleak utility`.
 
 Parsing (flags and YAML) happens here and only here; the library receives an
 `AuditConfig`. User mistakes print one line and exit 2; bugs keep their traceback.

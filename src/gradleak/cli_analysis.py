@@ -33,6 +33,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--counts-only", action="store_true", help="skip the numerical ranks")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_rank)
+    _utility_parser(sub)
 
     p = sub.add_parser("rgap", help="R-GAP's demo: invert one image or a batch over CNN6, CNN6-d or FCN3",
                        description="The R-GAP paper's command line: python main.py [-i N] [-m MODEL] [-d DATA] "
@@ -125,3 +126,64 @@ def _row(images):
     for img in images:
         parts += [img, gap]
     return torch.cat(parts[:-1], dim=2)
+
+
+def _kv(text: str):
+    from gradleak.cli import _kv as parse  # the attack command's KEY=VALUE parser (imported late: cycle)
+
+    return parse(text)
+
+
+def _utility_parser(sub) -> None:
+    p = sub.add_parser("utility", help="federated training with and without a defense: its cost in test accuracy",
+                       description="Train a model federatedly on built-in data with and without the defense and "
+                                   "report the test accuracy of both.")
+    p.add_argument("-d", "--dataset", default="digits", help="dataset (default digits)")
+    p.add_argument("--data-root", help="folder holding the dataset files (file-based datasets)")
+    p.add_argument("--image-size", type=int, help="resize images to this square size")
+    p.add_argument("-m", "--model", default="lenet", help="model (default lenet with ReLU and torch's init)")
+    p.add_argument("--model-opt", dest="model_options", type=_kv, action="append", metavar="KEY=VALUE")
+    p.add_argument("--defense", dest="defenses", action="append", metavar="SPEC", default=[],
+                   help="defense applied to every client's update, repeatable (e.g. qsgd:bits=4)")
+    p.add_argument("--dp-noise", type=float, help="DP-SGD clients (Opacus) at this noise multiplier")
+    p.add_argument("--dp-clip", type=float, default=1.0, help="DP-SGD per-sample clipping norm")
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--protocol", choices=["fedavg", "fedsgd"], default="fedavg")
+    p.add_argument("--lr", type=float, default=0.05, help="client learning rate")
+    p.add_argument("--epochs", type=int, default=1, help="local epochs (fedavg)")
+    p.add_argument("--local-batch-size", type=int, default=32, help="local mini-batch size (fedavg)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", help="write the report as JSON to this file")
+    p.set_defaults(func=cmd_utility)
+
+
+def cmd_utility(args) -> int:
+    import json
+
+    import torch
+
+    from gradleak.cli_render import utility_table
+    from gradleak.fl.federated import FederatedConfig
+    from gradleak.records import LocalTraining
+    from gradleak.utility import UtilityConfig, run_utility
+
+    torch.set_num_threads(1)
+    training = LocalTraining(protocol=args.protocol, lr=args.lr, epochs=args.epochs,
+                             batch_size=None if args.protocol == "fedsgd" else args.local_batch_size,
+                             shuffle=args.protocol == "fedavg")
+    options = {"activation": "relu", "init": "default"} if args.model == "lenet" else {}
+    options.update(dict(args.model_options or []))
+    config = UtilityConfig(dataset=args.dataset, data_root=args.data_root, image_size=args.image_size,
+                           model=args.model, model_options=options,
+                           federated=FederatedConfig(args.clients, args.rounds, training, seed=args.seed),
+                           defenses=tuple(args.defenses), dp_noise_multiplier=args.dp_noise,
+                           dp_max_grad_norm=args.dp_clip, seed=args.seed)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        raise GradleakError(f"output file {str(out)!r} exists; choose another")
+    report = run_utility(config)
+    utility_table(report, config)
+    if out is not None:
+        out.write_text(json.dumps(report.to_json(), indent=2))
+    return 0

@@ -146,3 +146,25 @@ def rgap_table(demo, model: str, out: Path) -> None:
     out_console.print(table)
     out_console.print(f"wrote {out / 'rgap.png'}, origin.png, reconstructed.png, rescale_reconstructed.png "
                       f"and metrics.json in {out}")
+
+
+def utility_table(report, config) -> None:
+    """Test accuracy with and without the defense, and the drop."""
+    table = Table(title=f"gradleak utility: {config.model} on {config.dataset}, {config.federated.clients} clients, "
+                        f"{config.federated.rounds} rounds")
+    for column in ("run", "test accuracy", "accuracy by round", "seconds"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+
+    def row(name, result):
+        curve = " ".join(f"{a:.2f}" for a in result.history[:: max(1, len(result.history) // 5)])
+        table.add_row(name, f"{result.accuracy:.3f}", curve, f"{result.seconds:.1f}")
+
+    row("no defense", report.baseline)
+    if report.defended is not None:
+        name = " then ".join(report.defended.defenses) or "none"
+        if report.defended.epsilon_per_round is not None:
+            name += f" (epsilon {report.defended.epsilon_per_round:.3g} per round)"
+        row(name, report.defended)
+    out_console.print(table)
+    if report.accuracy_drop is not None:
+        out_console.print(f"accuracy drop: {100 * report.accuracy_drop:.1f} points")
