@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from gradleak.defenses.ats import ATS
 from gradleak.defenses.base import ClientBatch, Defense, NotModeled
 from gradleak.defenses.chain import Chain
 from gradleak.defenses.clip import NormClip, ValueClip
@@ -19,6 +20,7 @@ from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES.add("ats", ATS, "train on images augmented by an AutoAugment-style policy such as 3-1-7 (Gao et al., CVPR 2021)")
 DEFENSES.add("gaussian", GaussianNoise, "add N(0, sigma^2) to every entry (SoK Appendix C, Du et al. 2024)")
 DEFENSES.add("laplacian", LaplacianNoise, "add Laplace(0, b) to every entry (Balunovic et al., ICLR 2022)")
 DEFENSES.add("normclip", NormClip, "scale the whole update to L2 norm <= max_norm (Abadi et al., CCS 2016)")
@@ -75,6 +77,6 @@ def build_defense(specs: Sequence[str | Defense]) -> Chain:
 
 
 __all__ = [
-    "Chain", "ClientBatch", "DEFENSES", "Defense", "GaussianNoise", "LaplacianNoise", "NormClip", "NotModeled", "Soteria", "QSGD",
+    "ATS", "Chain", "ClientBatch", "DEFENSES", "Defense", "GaussianNoise", "LaplacianNoise", "NormClip", "NotModeled", "Soteria", "QSGD",
     "RandomPrune", "SignSGD", "TopK", "ValueClip", "build_defense", "parse_defense",
 ]
