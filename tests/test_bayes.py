@@ -140,6 +140,8 @@ def test_knowledge_checks_the_defense():
         _knowledge(torch.tensor([1]), defense="gaussian:sigma=0.1")
     with pytest.raises(GradleakError, match="defense_seed"):
         _knowledge(torch.tensor([1]), defense_seed=3)
+    with pytest.raises(GradleakError, match="defense_seed must be None or an integer >= 0, got -1"):
+        _knowledge(torch.tensor([1]), defense=build_defense(["prune:rate=0.5"]), defense_seed=-1)
 
 
 def test_bayes_warns_when_the_update_was_defended_but_the_attacker_does_not_know(caplog):

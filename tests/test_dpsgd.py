@@ -7,7 +7,6 @@ from torch import nn
 
 from conftest import tiny_bn_net, tiny_lenet
 from gradleak.errors import GradleakError
-from gradleak.fl import dpsgd
 from gradleak.fl.client import simulate_client
 from gradleak.fl.dpsgd import DPSGD, PrivacySpent, dp_model_problems, simulate_dp_client
 from gradleak.fl.losses import client_loss
@@ -115,7 +114,9 @@ def test_batchnorm_refused_before_work(monkeypatch):
     def no_work(*_a, **_k):
         raise AssertionError("per-sample machinery started on a refused model")
 
-    monkeypatch.setattr(dpsgd, "GradSampleModule", no_work)
+    import opacus.grad_sample
+
+    monkeypatch.setattr(opacus.grad_sample, "GradSampleModule", no_work)  # dpsgd imports it at call time
     model = tiny_bn_net()
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     with pytest.raises(GradleakError, match="BatchNorm") as err:

@@ -19,7 +19,7 @@ from gradleak.api import make_attack, output_classes
 from gradleak.attacks import ATTACKS, ProgressCallback
 from gradleak.defenses import ClientBatch
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
+from gradleak.fl.client import simulate_any_client
 from gradleak.records import AttackerKnowledge, AuditResult, LabelKnowledge, LocalTraining, Protocol, Reconstruction
 
 
@@ -85,12 +85,9 @@ class AuditConfig:
 
     def dp(self):
         """The DP-SGD client settings, or None for a plain client."""
-        from gradleak.fl.dpsgd import DPSGD
+        from gradleak.fl.dpsgd import dp_settings
 
-        if self.dp_noise_multiplier is None:
-            return None
-        return DPSGD(noise_multiplier=self.dp_noise_multiplier, max_grad_norm=self.dp_max_grad_norm,
-                     delta=self.dp_delta)
+        return dp_settings(self.dp_noise_multiplier, self.dp_max_grad_norm, self.dp_delta)
 
     def training(self) -> LocalTraining:
         return LocalTraining(protocol=Protocol(self.protocol), lr=self.lr, epochs=self.epochs,
@@ -141,16 +138,6 @@ def defense_seed_of(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
 
-def client_update(config: AuditConfig, model, x, labels, training):
-    """The client's update and, for a DP-SGD client, the privacy it spent (else None)."""
-    dp = config.dp()
-    if dp is None:
-        return simulate_client(model, x, labels, training, mode=config.mode, seed=config.seed), None
-    from gradleak.fl.dpsgd import simulate_dp_client
-
-    return simulate_dp_client(model, x, labels, training, dp, mode=config.mode, seed=config.seed)
-
-
 def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> AuditRun:
     """Simulate the client, attack its update, and measure the leak."""
     from gradleak.data import load_dataset
@@ -175,7 +162,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     t1 = time.perf_counter()
 
     training = config.training()
-    update, privacy = client_update(config, model, x, labels, training)
+    update, privacy = simulate_any_client(model, x, labels, training, config.dp(), mode=config.mode, seed=config.seed)
     defense = config.defense()
     defense_seed = defense_seed_of(config.seed)
     update = defense.transform(update, seed=defense_seed, client=ClientBatch(model, x, labels, training, config.mode))

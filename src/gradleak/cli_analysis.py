@@ -185,5 +185,7 @@ def cmd_utility(args) -> int:
     report = run_utility(config)
     utility_table(report, config)
     if out is not None:
-        out.write_text(json.dumps(report.to_json(), indent=2))
+        from gradleak.io import atomic_write_text
+
+        atomic_write_text(out, json.dumps(report.to_json(), indent=2))
     return 0

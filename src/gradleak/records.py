@@ -158,6 +158,9 @@ class AttackerKnowledge:
 
             if not isinstance(self.defense, Defense):
                 raise GradleakError(f"defense must be a gradleak Defense or None, got {type(self.defense).__name__}")
+        if self.defense_seed is not None and (isinstance(self.defense_seed, bool)
+                                              or not isinstance(self.defense_seed, int) or self.defense_seed < 0):
+            raise GradleakError(f"defense_seed must be None or an integer >= 0, got {self.defense_seed!r}")
         if self.defense_seed is not None and self.defense is None:
             raise GradleakError("defense_seed is given but defense is not: the seed only means something with it")
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))

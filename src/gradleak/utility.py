@@ -40,11 +40,9 @@ class UtilityConfig:
             raise GradleakError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     def dp(self):
-        from gradleak.fl.dpsgd import DPSGD
+        from gradleak.fl.dpsgd import dp_settings
 
-        if self.dp_noise_multiplier is None:
-            return None
-        return DPSGD(self.dp_noise_multiplier, self.dp_max_grad_norm, self.dp_delta)
+        return dp_settings(self.dp_noise_multiplier, self.dp_max_grad_norm, self.dp_delta)
 
 
 @dataclass(frozen=True)

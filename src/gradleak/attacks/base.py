@@ -78,6 +78,13 @@ def check_positive_float(name: str, value: object, *, allow_zero: bool = False) 
     return float(value)
 
 
+def check_names(name: str, value: object) -> tuple[str, ...]:
+    """A sequence of parameter names (a lone string is refused: it would iterate by letter)."""
+    if isinstance(value, str) or not hasattr(value, "__iter__") or not all(isinstance(n, str) for n in value):
+        raise GradleakError(f"{name} must be a sequence of parameter names, got {value!r}")
+    return tuple(value)
+
+
 def check_halving(value: object) -> Halving | None:
     """None, a `Halving`, or a sequence of budget fractions (keep half at each)."""
     if value is None or isinstance(value, Halving):

@@ -22,6 +22,7 @@ import torch
 from gradleak.attacks.base import (
     OptimizationAttack,
     Solved,
+    check_names,
     check_positive_float,
     check_positive_int,
     dummy_data,
@@ -83,9 +84,7 @@ class PriorMatching(OptimizationAttack):
             raise GradleakError(f"lr_end is a fraction of lr in (0, 1], got {lr_end!r}")
         self.tv = check_positive_float("tv", tv, allow_zero=True)
         self.range_weight = check_positive_float("range_weight", range_weight, allow_zero=True)
-        if isinstance(skip, str) or not all(isinstance(n, str) for n in skip):
-            raise GradleakError(f"skip must be a sequence of parameter names, got {skip!r}")
-        self.skip = tuple(skip)
+        self.skip = check_names("skip", skip)
         self.assumed_lr = check_positive_float("assumed_lr", assumed_lr)
         self.label_rule = LABEL_RULES.entry(label_rule).name
 

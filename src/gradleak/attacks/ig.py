@@ -16,6 +16,7 @@ from gradleak.attacks.base import (
     OptimizationAttack,
     Solved,
     box_projection,
+    check_names,
     check_positive_float,
     check_positive_int,
     dummy_data,
@@ -80,9 +81,7 @@ class InvertingGradients(OptimizationAttack):
         self.distance = distance
         self.signed = bool(signed)
         self.assumed_lr = check_positive_float("assumed_lr", assumed_lr)
-        if isinstance(skip, str) or not all(isinstance(n, str) for n in skip):
-            raise GradleakError(f"skip must be a sequence of parameter names, got {skip!r}")
-        self.skip = tuple(skip)
+        self.skip = check_names("skip", skip)
 
     def _iterations(self) -> int:
         return self.iterations

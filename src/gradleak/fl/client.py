@@ -135,3 +135,14 @@ def _batch_norm_statistics(model, params, buffers, images) -> tuple[tuple[torch.
         for h in handles:
             h.remove()
     return tuple(stats)
+
+
+def simulate_any_client(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: LocalTraining,
+                        dp=None, *, mode: str = "eval", seed: int = 0):
+    """(update, privacy spent): a DP-SGD client (`gradleak.fl.dpsgd.DPSGD`) when `dp` is set,
+    else the plain client, which spends no privacy (None)."""
+    if dp is None:
+        return simulate_client(model, images, labels, training, mode=mode, seed=seed), None
+    from gradleak.fl.dpsgd import simulate_dp_client
+
+    return simulate_dp_client(model, images, labels, training, dp, mode=mode, seed=seed)

@@ -19,14 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from opacus.accountants import create_accountant
-from opacus.grad_sample import GradSampleModule
-from opacus.optimizers import DPOptimizer
-from opacus.utils.module_utils import trainable_modules
-from opacus.validators import ModuleValidator
-from opacus.validators.errors import ShouldReplaceModuleError
 from torch import nn
 
+# opacus is imported where it is used: it costs seconds, and most runs never need it
 from gradleak.defenses.base import check_fraction, check_positive, check_seed
 from gradleak.errors import GradleakError
 from gradleak.fl.client import _check_batch, minibatch_order
@@ -92,6 +87,11 @@ class PrivacySpent:
 
 def dp_model_problems(model: nn.Module) -> list[str]:
     """One line per layer Opacus refuses: the module's name, Opacus's reason and the fix."""
+    from opacus.grad_sample import GradSampleModule
+    from opacus.utils.module_utils import trainable_modules
+    from opacus.validators import ModuleValidator
+    from opacus.validators.errors import ShouldReplaceModuleError
+
     problems = []
     # ModuleValidator.validate(model) names no module and flags eval mode, which we handle
     # ourselves; so run its registered per-layer validators on each named layer instead.
@@ -118,6 +118,8 @@ def check_dp_model(model: nn.Module) -> None:
 
 def privacy_spent(dp: DPSGD, steps: int, sample_rate: float) -> PrivacySpent:
     """Epsilon at `dp.delta` after `steps` steps; inf when noise_multiplier is 0 (no privacy)."""
+    from opacus.accountants import create_accountant
+
     if dp.noise_multiplier == 0:
         epsilon = math.inf  # the accountants divide by sigma (prv, gdp crash); no noise, no bound
     else:
@@ -151,6 +153,10 @@ def simulate_dp_client(
     the same update bit for bit. With noise_multiplier 0 the epsilon is inf. Models with
     layers Opacus refuses (BatchNorm, ...) raise GradleakError before any work.
     """
+    from opacus.grad_sample import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+    from opacus.utils.module_utils import trainable_modules
+
     check_dp_model(model)
     _check_batch(model, images, labels)
     if mode not in ("train", "eval"):
@@ -215,3 +221,11 @@ def simulate_dp_client(
         defenses=(dp.spec(),),
     )
     return update, spent
+
+
+def dp_settings(noise_multiplier: float | None, max_grad_norm: float, delta: float) -> DPSGD | None:
+    """DP-SGD settings from flat options; None (a plain client) when no noise multiplier is set."""
+    if noise_multiplier is None:
+        return None
+    return DPSGD(noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, delta=delta)
+

@@ -20,7 +20,7 @@ from torch import nn
 
 from gradleak.defenses import Chain, ClientBatch, Defense
 from gradleak.errors import GradleakError
-from gradleak.fl.client import simulate_client
+from gradleak.fl.client import simulate_any_client
 from gradleak.records import LocalTraining, Protocol
 
 
@@ -107,13 +107,9 @@ def train_federated(
         for c, share in enumerate(shares):
             x, y = train[0][share], train[1][share]
             client_seed, defense_seed = (int(s) for s in seeds[r, c])
-            if dp is None:
-                update = simulate_client(global_model, x, y, config.training, mode=config.mode, seed=client_seed)
-            else:
-                from gradleak.fl.dpsgd import simulate_dp_client
-
-                update, spent = simulate_dp_client(global_model, x, y, config.training, dp, mode=config.mode,
-                                                   seed=client_seed)
+            update, spent = simulate_any_client(global_model, x, y, config.training, dp, mode=config.mode,
+                                                seed=client_seed)
+            if spent is not None:
                 epsilons.append(spent.epsilon)
             batch = ClientBatch(global_model, x, y, config.training, config.mode)
             updates.append(defense.transform(update, seed=defense_seed, client=batch))
