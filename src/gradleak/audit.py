@@ -52,11 +52,16 @@ class AuditConfig:
     dp_noise_multiplier: float | None = None  # DP-SGD client (Opacus) when set
     dp_max_grad_norm: float = 1.0
     dp_delta: float = 1e-5
-    seed: int = 0
+    seed: int = 0  # the model's initialization, the data draw, the client's and defense's randomness
+    attack_seed: int | None = None  # the attack's random start; None: `seed` (SoK's "attack initializations")
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise GradleakError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("seed", "attack_seed"):
+            value = getattr(self, name)
+            if name == "attack_seed" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise GradleakError(f"{name} must be an integer >= 0, got {value!r}")
         if self.labels not in ("auto", "given"):
             raise GradleakError(f"labels must be 'auto' or 'given', got {self.labels!r}")
         if self.mode not in ("train", "eval"):
@@ -181,7 +186,8 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         defense=defense if config.knows_defense else None,
         defense_seed=defense_seed if config.knows_mask else None,
     )
-    recon = attack.reconstruct(model, update, knowledge, seed=config.seed, callback=callback)
+    attack_seed = config.seed if config.attack_seed is None else config.attack_seed
+    recon = attack.reconstruct(model, update, knowledge, seed=attack_seed, callback=callback)
     t3 = time.perf_counter()
 
     rec_pixels = norm.denormalize(recon.data).clamp(0, 1)

@@ -1,4 +1,4 @@
-"""Command line: `gradleak attack`, `gradleak list`, `gradleak rank`, `gradleak rgap`, `gradleak utility`.
+"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep` and `report`.
 
 Parsing (flags and YAML) happens here and only here; the library receives an
 `AuditConfig`. User mistakes print one line and exit 2; bugs keep their traceback.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gradleak.cli_analysis import add_parsers as add_analysis_parsers
+from gradleak.cli_sweep import add_parsers as add_sweep_parsers
 from gradleak.errors import GradleakError
 
 EXIT_USER_ERROR = 2
@@ -83,7 +84,8 @@ def _attack_parser(sub) -> argparse.ArgumentParser:
                    help="attacker knows the local configuration and simulates the local steps")
     g = p.add_argument_group("run")
     g.add_argument("--config", help="YAML file with any of these settings (flags override it)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="seed of the model, data draw and client (default 0)")
+    g.add_argument("--attack-seed", type=int, help="seed of the attack's random start (default: --seed)")
     g.add_argument("-o", "--out", help="output folder (default runs/<time>-<attack>-<model>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     g.add_argument("--threads", type=int, default=1,
@@ -96,7 +98,7 @@ CONFIG_KEYS = {
     "dataset", "data_root", "download", "split", "indices", "batch_size", "image_size", "model", "model_options",
     "checkpoint", "mode", "protocol", "lr", "epochs", "local_batch_size", "attack", "attack_options", "labels",
     "knows_training", "seed", "defenses", "knows_defense", "knows_mask", "dp_noise_multiplier", "dp_max_grad_norm",
-    "dp_delta",
+    "dp_delta", "attack_seed",
 }
 ATTACK_FLAGS = {"iterations": "iterations", "restarts": "restarts", "attack_lr": "lr", "tv": "tv",
                 "max_seconds": "max_seconds"}
@@ -224,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _attack_parser(sub).set_defaults(func=cmd_attack)
     sub.add_parser("list", help="registered attacks, models, datasets and metrics").set_defaults(func=cmd_list)
     add_analysis_parsers(sub)
+    add_sweep_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -215,10 +215,15 @@ def save_grid(
     scale: int = DEFAULT_SCALE,
 ) -> Path:
     """Render the grid (see `render_grid`) and write it to `path` as PNG, atomically."""
-    image = render_grid(original, reconstruction, psnr=psnr, labels=labels, title=title, scale=scale)
+    return atomic_write_bytes(path, grid_png(original, reconstruction, psnr=psnr, labels=labels, title=title,
+                                             scale=scale))
+
+
+def grid_png(original: torch.Tensor, reconstruction: torch.Tensor, **options) -> bytes:
+    """The grid (see `render_grid`, same options) as PNG bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue())
+    render_grid(original, reconstruction, **options).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_image(path: str | os.PathLike[str], image: torch.Tensor, *, rescale: bool = False,

@@ -1,0 +1,82 @@
+"""Run one sweep cell: the audit, the extra metrics, the image grid; never raise for a bad cell.
+
+This is what executors ship to workers. The result travels back to the single writer
+as a `CellOutcome` (the row plus its artifact bytes), so workers never touch the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from gradleak.errors import GradleakError
+from gradleak.sweep.records import DONE, FAILED, Cell, CellRow
+from gradleak.sweep.spec import BUILTIN_METRICS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    row: CellRow
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # name -> PNG bytes
+
+
+def _config(settings: Mapping):
+    from gradleak.audit import AuditConfig
+
+    s = dict(settings)
+    for key in ("indices", "defenses"):
+        if s.get(key) is not None:
+            s[key] = tuple(s[key])
+    return AuditConfig(**s)
+
+
+def run_cell(cell: Cell, sweep: str) -> CellOutcome:
+    """Audit one cell. A user error or a crash inside the attack becomes a failed row."""
+    from gradleak.audit import run_audit, versions
+    from gradleak.metrics import METRICS
+    from gradleak.report import grid_png
+
+    started = time.time()
+    try:
+        run = run_audit(_config(cell.settings))
+        result = run.result
+        per_sample = {"psnr": result.metrics.psnr, "ssim": result.metrics.ssim, "mse": result.metrics.mse}
+        timings = dict(result.timings)
+        for name in cell.metrics:
+            if name in BUILTIN_METRICS:
+                continue
+            t0 = time.perf_counter()
+            values = METRICS.get(name)(run.reconstruction, run.original)
+            per_sample[name] = tuple(float(v) for v in values)
+            timings[f"{name}_s"] = time.perf_counter() - t0
+        metrics = {k: sum(v) / len(v) for k, v in per_sample.items()}
+        if result.metrics.label_accuracy is not None:
+            metrics["label_accuracy"] = result.metrics.label_accuracy
+        metrics["psnr_max"] = max(per_sample["psnr"])
+        png = grid_png(run.original, run.reconstruction, psnr=list(result.metrics.psnr))
+        row = CellRow(key=cell.key, sweep=sweep, settings=cell.settings, axes=cell.axes, status=DONE,
+                      metrics=metrics, per_sample=per_sample, timings=timings, versions=result.versions,
+                      started=started, finished=time.time(),
+                      error=None if result.status == "ok" else f"attack status: {result.status}")
+        return CellOutcome(row, {"grid": png})
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except GradleakError as exc:
+        error = str(exc)
+    except Exception:  # a crash in one cell must not stop the sweep; the traceback is kept in the store
+        error = traceback.format_exc(limit=20)
+    log.warning("cell %s failed: %s", cell.key, error.strip().splitlines()[-1])
+    return CellOutcome(CellRow(key=cell.key, sweep=sweep, settings=cell.settings, axes=cell.axes, status=FAILED,
+                               error=error, versions=versions(), started=started, finished=time.time()))
+
+
+def init_worker(threads: int) -> None:
+    """Pin a worker process to its share of the cores (one thread: steadier timings)."""
+    torch.set_num_threads(max(1, int(threads)))

@@ -1,0 +1,144 @@
+"""Where cells run: local processes or a Ray cluster, behind one small interface.
+
+An executor takes the pending cells and yields each `CellOutcome` as it finishes, in
+any order; the driver is the single writer of the store. At most `2 * workers` cells
+are in flight, so an interrupted sweep loses at most that many cells' work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from typing import Iterable, Iterator
+
+from gradleak.errors import GradleakError
+from gradleak.registry import Registry
+from gradleak.sweep.cell import CellOutcome, init_worker, run_cell
+from gradleak.sweep.records import Cell
+
+log = logging.getLogger(__name__)
+
+
+def fair_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads per worker: an equal share of the cores, at least one."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+def _check_workers(workers: object) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise GradleakError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+class Executor(ABC):
+    """Runs cells and yields their outcomes as they finish."""
+
+    name: str = ""
+
+    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+        self.workers = _check_workers(workers)
+        self.threads = fair_threads(self.workers) if threads is None else _check_workers(threads)
+
+    @abstractmethod
+    def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]: ...
+
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+
+
+@EXECUTORS.register("local", "processes on this machine, each pinned to a fair share of the cores")
+class LocalExecutor(Executor):
+    """`workers` spawned processes; with one worker, cells run in this process (no start-up cost)."""
+
+    name = "local"
+
+    def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]:
+        cells = list(cells)
+        if self.workers == 1:
+            init_worker(self.threads)
+            for cell in cells:
+                yield run_cell(cell, sweep)
+            return
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        # spawn, not fork: forking a process that already runs torch's thread pools can hang
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=init_worker,
+                                   initargs=(self.threads,))
+        try:
+            queue = iter(cells)
+            running = set()
+            while True:
+                while len(running) < 2 * self.workers:
+                    cell = next(queue, None)
+                    if cell is None:
+                        break
+                    running.add(pool.submit(run_cell, cell, sweep))
+                if not running:
+                    return
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+@EXECUTORS.register("ray", "a Ray cluster (--address) or a local Ray started for the sweep")
+class RayExecutor(Executor):
+    """Cells as Ray tasks of `threads` CPUs each; every node needs gradleak installed."""
+
+    name = "ray"
+
+    def __init__(self, workers: int = 1, threads: int | None = None, address: str | None = None) -> None:
+        super().__init__(workers, threads)
+        self.address = address
+
+    def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]:
+        try:
+            import ray
+        except ImportError:
+            raise GradleakError("--executor ray needs Ray: pip install 'ray[default]'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            options = {"address": self.address} if self.address else {"num_cpus": self.workers * self.threads}
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **options)
+        task = ray.remote(num_cpus=self.threads)(_ray_cell)
+        try:
+            queue = iter(cells)
+            running: list = []
+            while True:
+                while len(running) < 2 * self.workers:
+                    cell = next(queue, None)
+                    if cell is None:
+                        break
+                    running.append(task.remote(cell, sweep, self.threads))
+                if not running:
+                    return
+                finished, running = ray.wait(running, num_returns=1)
+                for ref in finished:
+                    yield ray.get(ref)
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+
+def _ray_cell(cell: Cell, sweep: str, threads: int) -> CellOutcome:
+    init_worker(threads)
+    return run_cell(cell, sweep)
+
+
+def make_executor(name: str, *, workers: int = 1, threads: int | None = None,
+                  address: str | None = None) -> Executor:
+    cls = EXECUTORS.get(name)
+    if address is not None and cls is not RayExecutor:
+        raise GradleakError(f"--address is for --executor ray, got executor {name!r}")
+    return cls(workers, threads, address) if cls is RayExecutor else cls(workers, threads)
+
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "fair_threads", "make_executor"]

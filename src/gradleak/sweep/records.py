@@ -1,0 +1,58 @@
+"""Typed records of a sweep: one `Cell` to run, one `CellRow` stored per cell.
+
+A cell is one fully resolved audit setting; its `key` is the SHA-256 of the canonical
+JSON of those settings, so the same setting written two ways (a default spelled out or
+left implicit) is one cell, and a rerun of the sweep finds it already done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Axes whose values are replicates of one setting (an image, a seed or an attack's random
+# start), not settings of their own: reports average over them, BRR/WSRR count over them.
+REPLICATE_AXES = ("seed", "attack_seed", "indices")
+
+DONE = "done"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a sweep: the resolved settings, the swept axes' values and its key."""
+
+    key: str
+    settings: Mapping[str, Any]  # AuditConfig.to_dict() of the resolved setting
+    axes: Mapping[str, Any]  # dotted axis name -> this cell's value ("attack_options.iterations": 200)
+    metrics: tuple[str, ...] = ("psnr", "ssim", "mse")  # registered image metrics to compute per sample
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """One stored cell: its outcome (done or failed with the error), numbers and artifacts.
+
+    `metrics` holds batch means (psnr, ssim, mse, any perceptual metric, label_accuracy
+    when labels were recovered); `per_sample` the per-image values in the original
+    batch's order. `artifacts` maps an artifact name ("grid") to a file path relative
+    to the store's artifact folder (`ResultStore.artifact_dir`).
+    """
+
+    key: str
+    sweep: str
+    settings: Mapping[str, Any]
+    axes: Mapping[str, Any]
+    status: str  # DONE or FAILED
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    per_sample: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)
+    artifacts: Mapping[str, str] = field(default_factory=dict)
+    started: float = 0.0  # unix time the cell started and finished (worker clock)
+    finished: float = 0.0
+    attempts: int = 1  # how many times the cell has run (failures retried count too)
+
+    @property
+    def done(self) -> bool:
+        return self.status == DONE

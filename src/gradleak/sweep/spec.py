@@ -1,0 +1,290 @@
+"""Sweep files: a base setting and a grid, validated in full before anything runs.
+
+```yaml
+name: table1                    # the sweep's name in the store (default: the file's stem)
+metrics: [psnr, ssim, stlpips]  # registered image metrics per cell (default psnr, ssim, mse)
+base:                           # any `gradleak attack` setting (AuditConfig field)
+  model: convnet
+  model_options: {width: 16}
+  attack: ig
+  attack_options: {iterations: 200}
+grid:                           # the product of every axis
+  epochs: [1, 2, 4]
+  attack_options.tv: [0.0, 0.01]   # dotted names reach into model_options / attack_options
+  seed: {range: [0, 3]}            # Python's range(start, stop[, step])
+zip:                            # axes that move together, as extra product factors
+  - {protocol: [fedsgd, fedavg], lr: [0.1, 0.01]}
+```
+
+Every error names its place in the file (`grid.epochs[2]`) and the allowed keys or
+values. A cell's key is the SHA-256 of its canonical resolved settings: AuditConfig's
+fields with the attack's and model's option defaults filled in, plus the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from gradleak.errors import GradleakError
+from gradleak.sweep.records import Cell
+
+TOP_KEYS = ("name", "description", "metrics", "base", "grid", "zip")
+NESTED = ("attack_options", "model_options")
+DEFAULT_METRICS = ("psnr", "ssim", "mse")
+BUILTIN_METRICS = frozenset(DEFAULT_METRICS)  # computed by every audit; others are added per cell
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One product factor: a single swept setting, or several zipped together."""
+
+    names: tuple[str, ...]
+    points: tuple[tuple[Any, ...], ...]  # per point, one value per name
+    where: str  # its place in the file ("grid.epochs", "zip[0]")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    base: Mapping[str, Any]  # dotted name -> value
+    axes: tuple[Axis, ...]
+    metrics: tuple[str, ...]
+    source: str
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "metrics": list(self.metrics),
+                "base": _plain(dict(self.base)),
+                "axes": [{"names": list(a.names), "points": _plain(a.points)} for a in self.axes]}
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the grid, in file order; cells that resolve to the same settings appear once."""
+        out, seen = [], set()
+        for combo in itertools.product(*(a.points for a in self.axes)):
+            axes: dict[str, Any] = {}
+            for axis, point in zip(self.axes, combo):
+                axes.update(zip(axis.names, point))
+            where = ", ".join(f"{k}={v!r}" for k, v in axes.items()) or "the base setting"
+            cell = make_cell({**self.base, **axes}, axes, self.metrics, f"{self.source}: cell {where}")
+            if cell.key not in seen:
+                seen.add(cell.key)
+                out.append(cell)
+        return out
+
+
+def config_keys() -> tuple[str, ...]:
+    from gradleak.audit import AuditConfig
+
+    return tuple(f.name for f in fields(AuditConfig))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Nested option mappings become dotted names; other keys stay as they are."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        key = str(key).replace("-", "_")
+        if key in NESTED and isinstance(value, Mapping):
+            for sub, v in value.items():
+                out[f"{key}.{str(sub).replace('-', '_')}"] = v
+        else:
+            out[key] = value
+    _check_keys(out, where)
+    return out
+
+
+def _check_keys(settings: Mapping[str, Any], where: str) -> None:
+    allowed = config_keys()
+    for key in settings:
+        head = key.split(".", 1)[0]
+        if head not in allowed or ("." in key and head not in NESTED):
+            raise GradleakError(f"{where}.{key}: unknown setting; allowed: {', '.join(allowed)}, "
+                                f"and {'/'.join(NESTED)}.NAME for one option")
+
+
+def _values(value: Any, where: str) -> tuple[Any, ...]:
+    if isinstance(value, Mapping):
+        if set(value) != {"range"}:
+            raise GradleakError(f"{where}: a mapping must be {{range: [start, stop, step]}}, got keys {sorted(value)}")
+        args = value["range"]
+        if not (isinstance(args, list) and 1 <= len(args) <= 3 and all(
+                isinstance(a, int) and not isinstance(a, bool) for a in args)):
+            raise GradleakError(f"{where}.range: expected 1 to 3 integers like Python's range, got {args!r}")
+        if len(args) == 3 and args[2] == 0:
+            raise GradleakError(f"{where}.range: the step must not be 0")
+        points = tuple(range(*args))
+    elif isinstance(value, list):
+        points = tuple(value)
+    else:
+        raise GradleakError(f"{where}: expected a list of values or {{range: [...]}}, got {value!r}")
+    if not points:
+        raise GradleakError(f"{where}: the axis has no values")
+    return points
+
+
+def _read(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise GradleakError(f"sweep file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise GradleakError(f"sweep file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise GradleakError(f"sweep file {str(path)!r} must hold a mapping with keys {', '.join(TOP_KEYS)}")
+    unknown = sorted(set(map(str, data)) - set(TOP_KEYS))
+    if unknown:
+        raise GradleakError(f"{path}: unknown top-level keys {unknown}; allowed: {', '.join(TOP_KEYS)}")
+    return data
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file: every key, every axis value, then every cell."""
+    path = Path(path)
+    data = _read(path)
+    src = str(path)
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        raise GradleakError(f"{src}: name must be a non-empty string, got {name!r}")
+    metrics = data.get("metrics", list(DEFAULT_METRICS))
+    if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
+        raise GradleakError(f"{src}: metrics must be a non-empty list of metric names, got {metrics!r}")
+    _check_metrics(metrics, f"{src}: metrics")
+    base = data.get("base") or {}
+    if not isinstance(base, Mapping):
+        raise GradleakError(f"{src}: base must be a mapping of settings, got {base!r}")
+    base = _flatten(base, f"{src}: base")
+
+    axes: list[Axis] = []
+    grid = data.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise GradleakError(f"{src}: grid must be a mapping of setting -> values, got {grid!r}")
+    for key, value in grid.items():
+        key = str(key).replace("-", "_")
+        _check_keys({key: None}, f"{src}: grid")
+        where = f"grid.{key}"
+        axes.append(Axis((key,), tuple((v,) for v in _values(value, f"{src}: {where}")), where))
+    zipped = data.get("zip") or []
+    if not isinstance(zipped, list):
+        raise GradleakError(f"{src}: zip must be a list of mappings of equally long lists, got {zipped!r}")
+    for i, group in enumerate(zipped):
+        where = f"zip[{i}]"
+        if not isinstance(group, Mapping) or not group:
+            raise GradleakError(f"{src}: {where} must be a mapping of setting -> list, got {group!r}")
+        names = tuple(str(k).replace("-", "_") for k in group)
+        _check_keys(dict.fromkeys(names), f"{src}: {where}")
+        columns = [_values(v, f"{src}: {where}.{k}") for k, v in zip(names, group.values())]
+        if len({len(c) for c in columns}) != 1:
+            lengths = {k: len(c) for k, c in zip(names, columns)}
+            raise GradleakError(f"{src}: {where}: zipped axes must have equal lengths, got {lengths}")
+        axes.append(Axis(names, tuple(zip(*columns)), where))
+    all_names = [n for a in axes for n in a.names]
+    repeated = sorted({n for n in all_names if all_names.count(n) > 1})
+    if repeated:
+        raise GradleakError(f"{src}: {repeated} swept by more than one axis")
+
+    # each value alone on the base first, so an error points at the value, not a combination
+    for axis in axes:
+        for j, point in enumerate(axis.points):
+            where = f"{src}: {axis.where}[{j}]" if len(axis.names) == 1 else f"{src}: {axis.where} point {j}"
+            make_cell({**base, **dict(zip(axis.names, point))}, {}, tuple(metrics), where)
+    spec = SweepSpec(name=name.strip(), base=base, axes=tuple(axes), metrics=tuple(metrics), source=src,
+                     description=str(data.get("description") or ""))
+    spec.cells()  # every combination, validated before any runs
+    return spec
+
+
+def _check_metrics(metrics, where: str) -> None:
+    from gradleak.metrics import METRICS
+
+    for i, m in enumerate(metrics):
+        if m not in METRICS:
+            raise GradleakError(f"{where}[{i}]: unknown metric {m!r}; known metrics: {', '.join(METRICS.names())}")
+
+
+def _defaults(factory: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A factory's keyword defaults that are plain data (what JSON can hold)."""
+    out = {}
+    targets = factory.__mro__ if isinstance(factory, type) else (factory,)
+    for target in targets:
+        fn = target.__init__ if isinstance(factory, type) else target
+        params = inspect.signature(fn).parameters.values()
+        for p in params:
+            if p.name in skip or p.name == "self" or p.name in out or p.default is inspect.Parameter.empty:
+                continue
+            try:
+                json.dumps(p.default)
+            except TypeError:
+                continue
+            out[p.name] = p.default
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
+def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[str, ...], where: str) -> Cell:
+    """Build and validate one cell from dotted settings; errors are prefixed with `where`."""
+    from gradleak.api import make_attack
+    from gradleak.attacks import ATTACKS
+    from gradleak.audit import AuditConfig
+    from gradleak.data import DATASETS
+    from gradleak.models.build import resolve
+
+    settings: dict[str, Any] = {"attack_options": {}, "model_options": {}}
+    for key, value in flat.items():
+        if "." in key:
+            head, sub = key.split(".", 1)
+            settings[head] = {**settings.get(head, {}), sub: value}
+        elif key in NESTED:
+            if not isinstance(value, Mapping):
+                raise GradleakError(f"{where}: {key} must be a mapping, got {value!r}")
+            settings[key] = {**settings.get(key, {}), **value}
+        else:
+            settings[key] = value
+    if isinstance(settings.get("defenses"), str):
+        settings["defenses"] = [settings["defenses"]]
+    for key in ("indices", "defenses"):
+        if isinstance(settings.get(key), list):
+            settings[key] = tuple(settings[key])
+    if isinstance(settings.get("indices"), int):
+        settings["indices"] = (settings["indices"],)
+    if settings.get("indices") is not None and "batch_size" not in settings:
+        settings["batch_size"] = len(settings["indices"])
+    try:
+        DATASETS.entry(settings.get("dataset", "photos"))
+        config = AuditConfig(**settings)
+        attack_cls = ATTACKS.get(config.attack)
+        make_attack(attack_cls, config.attack_options)
+        _, factory = resolve(config.model)
+        model_defaults = _defaults(factory, skip=("num_classes", "input_shape"))
+        unknown = sorted(set(config.model_options) - set(inspect.signature(factory).parameters))
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()):
+            raise GradleakError(f"model {config.model!r} does not take options {unknown}; it takes: "
+                                f"{', '.join(model_defaults)}")
+    except GradleakError as exc:
+        raise GradleakError(f"{where}: {exc}") from None
+    except TypeError as exc:
+        raise GradleakError(f"{where}: invalid setting: {exc}") from None
+    resolved = config.to_dict()
+    resolved["attack_options"] = {**_defaults(attack_cls), **resolved["attack_options"]}
+    resolved["model_options"] = {**model_defaults, **resolved["model_options"]}
+    canonical = json.dumps({"settings": resolved, "metrics": sorted(metrics)}, sort_keys=True, default=str)
+    key = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return Cell(key=key, settings=resolved, axes=_plain(dict(axes)), metrics=tuple(metrics))
+
+
+__all__ = ["Axis", "SweepSpec", "load_sweep", "make_cell"]
