@@ -1,17 +1,23 @@
 """Image metrics in [0, 1] pixel space, matching, and the batch evaluation.
 
 `METRICS` maps a name to a per-sample metric `(reconstruction, original) -> (N,)`
-(both (N, C, H, W), already matched). LPIPS can be registered here when available.
+(both (N, C, H, W), already matched). The LPIPS entries need weight files (see
+`gradleak.metrics.lpips.weights`); nothing is loaded until one is called. The functional
+LPIPS is `gradleak.metrics.lpips.lpips` (not re-exported here: the name would hide the
+subpackage).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
 from gradleak.metrics.evaluate import evaluate_images, label_accuracy
 from gradleak.metrics.functional import PSNR_CAP_DB, mse, pairwise_mse, psnr, ssim
+from gradleak.metrics.lpips import LPIPS, pairwise_lpips
+from gradleak.metrics.lpips import lpips as _lpips
 from gradleak.metrics.matching import MATCHING_COSTS, match
 from gradleak.registry import Registry
 
@@ -20,9 +26,18 @@ METRICS: Registry[ImageMetric] = Registry("metric")
 METRICS.add("mse", mse, "mean squared error per image in [0, 1] pixel space (lower is better)")
 METRICS.add("psnr", psnr, f"peak signal-to-noise ratio per image, peak 1.0, capped at {PSNR_CAP_DB:g} dB")
 METRICS.add("ssim", ssim, "structural similarity per image, Gaussian window sigma 1.5 (Wang et al. 2004)")
+METRICS.add("lpips", partial(_lpips, net="alex", variant="standard"),
+            "LPIPS v0.1, AlexNet (Zhang et al. 2018; lower is better; needs the torchvision and lpips weights)")
+METRICS.add("lpips-vgg", partial(_lpips, net="vgg", variant="standard"),
+            "LPIPS v0.1, VGG-16 (Zhang et al. 2018; lower is better; needs the torchvision and lpips weights)")
+METRICS.add("stlpips", partial(_lpips, net="alex", variant="shift-tolerant"),
+            "shift-tolerant LPIPS, AlexNet (Ghildyal & Liu 2022): not the standard LPIPS numbers papers report")
+METRICS.add("stlpips-vgg", partial(_lpips, net="vgg", variant="shift-tolerant"),
+            "shift-tolerant LPIPS, VGG-16 (Ghildyal & Liu 2022): not the standard LPIPS numbers papers report")
 
 __all__ = [
     "ImageMetric",
+    "LPIPS",
     "MATCHING_COSTS",
     "METRICS",
     "PSNR_CAP_DB",
@@ -30,6 +45,7 @@ __all__ = [
     "label_accuracy",
     "match",
     "mse",
+    "pairwise_lpips",
     "pairwise_mse",
     "psnr",
     "ssim",

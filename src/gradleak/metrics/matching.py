@@ -14,10 +14,11 @@ from scipy.optimize import linear_sum_assignment
 
 from gradleak.errors import GradleakError
 from gradleak.metrics.functional import pairwise_mse, pairwise_ssim
+from gradleak.metrics.lpips import pairwise_lpips
 from gradleak.registry import Registry
 
 # A cost takes (original (N, C, H, W), reconstruction (M, C, H, W)) and returns an
-# (N, M) tensor, lower is better. LPIPS can be added here by name later.
+# (N, M) tensor, lower is better.
 PairwiseCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MATCHING_COSTS: Registry[PairwiseCost] = Registry("matching cost")
 
@@ -30,6 +31,18 @@ def mse_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tens
 @MATCHING_COSTS.register("ssim", "1 - SSIM between every original and reconstruction (slower)")
 def ssim_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     return 1.0 - pairwise_ssim(original, reconstruction)
+
+
+@MATCHING_COSTS.register("lpips", "LPIPS (AlexNet, Zhang et al. 2018) between every original and reconstruction")
+def lpips_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    return pairwise_lpips(original, reconstruction, net="alex", variant="standard")
+
+
+@MATCHING_COSTS.register(
+    "stlpips", "shift-tolerant LPIPS (AlexNet, Ghildyal & Liu 2022) between every original and reconstruction"
+)
+def stlpips_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    return pairwise_lpips(original, reconstruction, net="alex", variant="shift-tolerant")
 
 
 def match(reconstruction: torch.Tensor, original: torch.Tensor, cost: str = "mse") -> torch.Tensor:
