@@ -256,3 +256,15 @@ def test_ray_gives_the_same_rows_as_local(tmp_path):
             assert summary.done == 24
             results.append({r.key: (r.axes, r.metrics, r.per_sample) for r in store.rows()})
     assert results[0] == results[1]
+
+
+def test_opening_a_foreign_sqlite_file_leaves_it_alone(tmp_path):
+    path = tmp_path / "other.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(GradleakError, match="is not a gradleak result store"):
+        ResultStore(path, create=False)
+    assert path.read_bytes() == before

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gradleak.cli_analysis import add_parsers as add_analysis_parsers
+from gradleak.cli_report import add_parsers as add_report_parsers
 from gradleak.cli_sweep import add_parsers as add_sweep_parsers
 from gradleak.errors import GradleakError
 
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("list", help="registered attacks, models, datasets and metrics").set_defaults(func=cmd_list)
     add_analysis_parsers(sub)
     add_sweep_parsers(sub)
+    add_report_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

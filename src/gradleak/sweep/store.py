@@ -72,6 +72,10 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if not create and self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'").fetchone() is None:
+                self._db.close()  # a foreign SQLite file is left exactly as it was
+                raise GradleakError(f"store {str(self.path)!r} is not a gradleak result store (no cells table)")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable up to the last checkpoint
             self._db.executescript(_SCHEMA)

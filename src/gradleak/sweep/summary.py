@@ -1,0 +1,370 @@
+"""Aggregates of a sweep's stored rows: statistics per setting, leak rates, failures, CSV.
+
+A *setting* is one combination of the swept axes other than the replicate axes
+(`REPLICATE_AXES`: seed, indices); its cells differ only by image or random start, so
+statistics and the SoK's BRR/WSRR are taken over them. Standard deviations are sample
+standard deviations (ddof=1; 0 for a single value); NaN values are left out of every
+statistic, and `n` counts the values used.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from gradleak.errors import GradleakError
+from gradleak.io import atomic_write_text
+from gradleak.metrics.leak import PERCEPTUAL_THRESHOLD, PSNR_THRESHOLD_DB, LeakRates, leak_rates
+from gradleak.sweep.records import DONE, FAILED, REPLICATE_AXES, CellRow
+
+PERCEPTUAL_METRICS = ("lpips", "stlpips")  # preferred first: the SoK's thresholds are LPIPS values
+METRIC_ORDER = ("psnr", "ssim", "mse", "lpips", "stlpips", "label_accuracy")
+
+
+class _Unset:
+    """The value of an axis a row does not have (rows of sweeps with other axes)."""
+
+    def __repr__(self) -> str:
+        return "(not swept)"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample std, count, min and max of the finite values given (NaN when none)."""
+
+    mean: float
+    std: float
+    n: int
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class MetricStat:
+    """One metric over one setting: over its cells' batch means, and over its images."""
+
+    metric: str
+    cells: Stat
+    images: Stat | None  # None when no cell stored per-image values
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A swept axis: its distinct values in sweep order."""
+
+    name: str
+    values: tuple[Any, ...]
+    numeric: bool  # every value an int or float (not bool): plotted on a number line
+    replicate: bool  # a replicate axis (seed, indices), averaged over rather than compared
+
+    @property
+    def swept(self) -> bool:
+        return len(self.values) > 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting's cells and their aggregates."""
+
+    values: tuple[tuple[str, Any], ...]  # (axis, value) per setting axis, in axis order
+    done: tuple[CellRow, ...]
+    failed: tuple[CellRow, ...]
+    metrics: tuple[MetricStat, ...]
+    leak: LeakRates | None  # None without per-image PSNR and perceptual values
+    best: CellRow | None  # highest batch-mean PSNR
+    worst: CellRow | None  # lowest
+
+    def metric(self, name: str) -> MetricStat | None:
+        return next((m for m in self.metrics if m.metric == name), None)
+
+
+@dataclass(frozen=True)
+class FailedCell:
+    key: str
+    sweep: str
+    axes: tuple[tuple[str, Any], ...]
+    error: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Everything a report shows about a set of rows."""
+
+    sweeps: tuple[str, ...]
+    cells: int
+    done: int
+    failed: int
+    axes: tuple[Axis, ...]  # every axis of the rows, in sweep order
+    fixed: tuple[tuple[str, Any], ...]  # axes with one value and settings shared by every row
+    metrics: tuple[str, ...]  # metrics of the done rows
+    settings: tuple[Setting, ...]
+    failures: tuple[FailedCell, ...]
+    perceptual: str | None  # the perceptual metric BRR/WSRR used, None when none was stored
+    psnr_threshold: float
+    perceptual_threshold: float
+    versions: tuple[tuple[str, tuple[str, ...]], ...]  # package -> the distinct versions seen
+
+    @property
+    def swept_axes(self) -> tuple[Axis, ...]:
+        return tuple(a for a in self.axes if a.swept)
+
+    @property
+    def setting_axes(self) -> tuple[Axis, ...]:
+        """Swept axes that are settings (not replicates): the ones compared and plotted."""
+        return tuple(a for a in self.axes if a.swept and not a.replicate)
+
+
+def canonical(value: Any) -> str:
+    """A hashable, order-stable identity of an axis value (lists and mappings included)."""
+    if value is UNSET:
+        return "\0unset"
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def stat(values: Iterable[float]) -> Stat:
+    """Statistics of the finite values (NaN and inf left out)."""
+    arr = np.asarray([float(v) for v in values if v is not None], dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        nan = float("nan")
+        return Stat(nan, nan, 0, nan, nan)
+    std = float(np.std(arr, ddof=1)) if arr.size > 1 else 0.0
+    return Stat(float(arr.mean()), std, int(arr.size), float(arr.min()), float(arr.max()))
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def format_value(value: Any) -> str:
+    """A short human form of an axis or setting value."""
+    if value is UNSET:
+        return "(not swept)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _spec_orders(specs: Iterable[Mapping[str, Any]]) -> tuple[list[str], dict[str, list[str]]]:
+    """Axis names and each axis's canonical values in file order, from stored sweep specs.
+
+    Specs are read leniently (`{"axes": [{"names": [...], "points": [[...], ...]}]}`, as
+    `SweepSpec.to_json` writes): anything else is ignored and first-seen order used.
+    """
+    names: list[str] = []
+    orders: dict[str, list[str]] = {}
+    for spec in specs:
+        axes = spec.get("axes") if isinstance(spec, Mapping) else None
+        for axis in axes if isinstance(axes, list) else []:
+            if not isinstance(axis, Mapping):
+                continue
+            axis_names, points = axis.get("names"), axis.get("points")
+            if not (isinstance(axis_names, list) and isinstance(points, list)):
+                continue
+            for i, name in enumerate(axis_names):
+                if not isinstance(name, str):
+                    continue
+                if name not in names:
+                    names.append(name)
+                order = orders.setdefault(name, [])
+                for point in points:
+                    if isinstance(point, list) and i < len(point) and canonical(point[i]) not in order:
+                        order.append(canonical(point[i]))
+    return names, orders
+
+
+def _axes(rows: Sequence[CellRow], specs: Iterable[Mapping[str, Any]]) -> tuple[Axis, ...]:
+    spec_names, spec_orders = _spec_orders(specs)
+    seen: list[str] = []
+    for row in rows:
+        seen += [name for name in row.axes if name not in seen]
+    names = [n for n in spec_names if n in seen] + sorted(n for n in seen if n not in spec_names)
+    # rows come back in finish order; start order is closer to the grid's order
+    by_start = sorted(rows, key=lambda r: (r.started, r.key))
+    axes = []
+    for name in names:
+        distinct: dict[str, Any] = {}
+        for row in by_start:
+            value = row.axes.get(name, UNSET)
+            distinct.setdefault(canonical(value), value)
+        numeric = all(is_number(v) for v in distinct.values())
+        if numeric:
+            ordered = sorted(distinct.values())
+        else:
+            rank = {c: i for i, c in enumerate(spec_orders.get(name, []))}
+            keys = sorted(distinct, key=lambda c: (rank.get(c, len(rank)), list(distinct).index(c)))
+            ordered = [distinct[c] for c in keys]
+        axes.append(Axis(name, tuple(ordered), numeric, name in REPLICATE_AXES))
+    return tuple(axes)
+
+
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _fixed(rows: Sequence[CellRow], axes: Sequence[Axis]) -> tuple[tuple[str, Any], ...]:
+    fixed = {a.name: a.values[0] for a in axes if not a.swept}
+    flats = [_flat(r.settings) for r in rows]
+    if flats:
+        for key in sorted(flats[0]):
+            first = canonical(flats[0][key])
+            if key not in fixed and all(key in f and canonical(f[key]) == first for f in flats[1:]):
+                fixed[key] = flats[0][key]
+    return tuple(fixed.items())
+
+
+def _metric_names(rows: Sequence[CellRow]) -> tuple[str, ...]:
+    names = {m for r in rows for m in r.metrics}
+    return tuple([m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER)))
+
+
+def _metric_stat(rows: Sequence[CellRow], metric: str) -> MetricStat:
+    cells = stat(r.metrics.get(metric, float("nan")) for r in rows)
+    per_image = [v for r in rows for v in r.per_sample.get(metric, ())]
+    has_images = any(metric in r.per_sample for r in rows)
+    return MetricStat(metric, cells, stat(per_image) if has_images else None)
+
+
+def _leak(rows: Sequence[CellRow], perceptual: str | None, psnr_threshold: float,
+          perceptual_threshold: float) -> LeakRates | None:
+    if perceptual is None:
+        return None
+    cells = [(r.per_sample["psnr"], r.per_sample[perceptual]) for r in rows
+             if len(r.per_sample.get("psnr", ())) and len(r.per_sample.get("psnr", ())) ==
+             len(r.per_sample.get(perceptual, ()))]
+    if not cells:
+        return None
+    return leak_rates(cells, psnr_threshold=psnr_threshold, perceptual_threshold=perceptual_threshold)
+
+
+def _extremes(rows: Sequence[CellRow]) -> tuple[CellRow | None, CellRow | None]:
+    scored = [r for r in rows if math.isfinite(r.metrics.get("psnr", float("nan")))]
+    if not scored:
+        return None, None
+    return max(scored, key=lambda r: r.metrics["psnr"]), min(scored, key=lambda r: r.metrics["psnr"])
+
+
+def _check_threshold(name: str, value: Any) -> float:
+    if not (is_number(value) and math.isfinite(value)):
+        raise GradleakError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def summarize(rows: Sequence[CellRow], *, specs: Iterable[Mapping[str, Any]] = (),
+              psnr_threshold: float = PSNR_THRESHOLD_DB,
+              perceptual_threshold: float = PERCEPTUAL_THRESHOLD) -> Summary:
+    """Group `rows` by setting and aggregate them.
+
+    `specs` are the stored sweep specifications (`ResultStore.sweeps()` values); they
+    only give the axes' order. BRR/WSRR use per-image PSNR and the first perceptual
+    metric of `PERCEPTUAL_METRICS` stored per image.
+    """
+    psnr_threshold = _check_threshold("psnr_threshold", psnr_threshold)
+    perceptual_threshold = _check_threshold("perceptual_threshold", perceptual_threshold)
+    rows = list(rows)
+    done = [r for r in rows if r.status == DONE]
+    failed = [r for r in rows if r.status == FAILED]
+    axes = _axes(rows, specs)
+    setting_axes = [a for a in axes if a.swept and not a.replicate]
+    metrics = _metric_names(done)
+    perceptual = next((m for m in PERCEPTUAL_METRICS if any(m in r.per_sample for r in done)), None)
+
+    groups: dict[tuple[str, ...], list[CellRow]] = {}
+    for row in rows:
+        groups.setdefault(tuple(canonical(row.axes.get(a.name, UNSET)) for a in setting_axes), []).append(row)
+    rank = [{canonical(v): i for i, v in enumerate(a.values)} for a in setting_axes]
+    settings = []
+    for key in sorted(groups, key=lambda k: [r[c] for r, c in zip(rank, k)]):
+        members = groups[key]
+        ok = tuple(r for r in members if r.status == DONE)
+        best, worst = _extremes(ok)
+        first = members[0].axes
+        settings.append(Setting(
+            values=tuple((a.name, first.get(a.name, UNSET)) for a in setting_axes), done=ok,
+            failed=tuple(r for r in members if r.status == FAILED),
+            metrics=tuple(_metric_stat(ok, m) for m in metrics),
+            leak=_leak(ok, perceptual, psnr_threshold, perceptual_threshold), best=best, worst=worst))
+
+    versions: dict[str, list[str]] = {}
+    for row in rows:
+        for package, version in row.versions.items():
+            if str(version) not in versions.setdefault(package, []):
+                versions[package].append(str(version))
+    failures = tuple(FailedCell(r.key, r.sweep, tuple((a.name, r.axes[a.name]) for a in axes if a.name in r.axes),
+                                r.error or "(no error text stored)", r.attempts) for r in failed)
+    return Summary(
+        sweeps=tuple(dict.fromkeys(r.sweep for r in rows)), cells=len(rows), done=len(done), failed=len(failed),
+        axes=axes, fixed=_fixed(rows, axes), metrics=metrics, settings=tuple(settings), failures=failures,
+        perceptual=perceptual, psnr_threshold=psnr_threshold, perceptual_threshold=perceptual_threshold,
+        versions=tuple((k, tuple(v)) for k, v in sorted(versions.items())))
+
+
+def _csv_value(value: Any, none: str = "") -> str:
+    if value is UNSET:
+        return ""
+    if value is None:
+        return none
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def csv_text(rows: Sequence[CellRow]) -> str:
+    """The CSV `write_csv` writes."""
+    axes = sorted({a for r in rows for a in r.axes})
+    metrics = list(_metric_names(rows))
+    timings = sorted({t for r in rows for t in r.timings})
+    groups = (("axis", axes), ("metric", metrics), ("time", timings))
+    fixed = ["key", "sweep", "status", "attempts"]
+    taken = list(fixed)
+    header = list(fixed)
+    for kind, names in groups:
+        for name in names:
+            # plain names read best; a name used twice gets its kind as a prefix
+            column = name if name not in taken and sum(name in n for _, n in groups) == 1 else f"{kind}.{name}"
+            taken.append(column)
+            header.append(column)
+    header.append("error")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for r in rows:
+        writer.writerow([r.key, r.sweep, r.status, r.attempts]
+                        + [_csv_value(r.axes.get(a, UNSET), none="null") for a in axes]  # None is a value
+                        + [_csv_value(r.metrics.get(m)) for m in metrics]
+                        + [_csv_value(r.timings.get(t)) for t in timings]
+                        + [r.error or ""])
+    return buffer.getvalue()
+
+
+def write_csv(rows: Sequence[CellRow], path: str | os.PathLike[str]) -> Path:
+    """One line per row (key, sweep, status, attempts, axes, metric means, timings, error), atomically."""
+    return atomic_write_text(path, csv_text(rows))
+
+
+__all__ = ["PERCEPTUAL_METRICS", "UNSET", "Axis", "FailedCell", "MetricStat", "Setting", "Stat", "Summary",
+           "canonical", "csv_text", "format_value", "is_number", "stat", "summarize", "write_csv"]
