@@ -268,3 +268,9 @@ def test_opening_a_foreign_sqlite_file_leaves_it_alone(tmp_path):
     with pytest.raises(GradleakError, match="is not a gradleak result store"):
         ResultStore(path, create=False)
     assert path.read_bytes() == before
+
+
+def test_metric_without_weights_fails_before_any_cell(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    with pytest.raises(GradleakError, match=r"metrics\[1\]: metric 'lpips' cannot run here: .*alexnet-owt-7be5be79"):
+        load_sweep(write(tmp_path, "metrics: [psnr, lpips]\nbase: {attack: dlg}\n"))

@@ -35,7 +35,22 @@ METRICS.add("stlpips", partial(_lpips, net="alex", variant="shift-tolerant"),
 METRICS.add("stlpips-vgg", partial(_lpips, net="vgg", variant="shift-tolerant"),
             "shift-tolerant LPIPS, VGG-16 (Ghildyal & Liu 2022): not the standard LPIPS numbers papers report")
 
+# what each weight-backed metric needs, checked before a sweep spends hours on cells
+_WEIGHTS = {"lpips": ("alex", "standard"), "lpips-vgg": ("vgg", "standard"),
+            "stlpips": ("alex", "shift-tolerant"), "stlpips-vgg": ("vgg", "shift-tolerant")}
+
+
+def check_metric(name: str) -> None:
+    """Raise (naming the missing files and where to get them) unless metric `name` can run here."""
+    METRICS.entry(name)
+    if name.lower() in _WEIGHTS:
+        from gradleak.metrics.lpips.weights import locate
+
+        locate(*_WEIGHTS[name.lower()])
+
+
 __all__ = [
+    "check_metric",
     "ImageMetric",
     "LPIPS",
     "MATCHING_COSTS",

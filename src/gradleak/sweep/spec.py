@@ -209,11 +209,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def _check_metrics(metrics, where: str) -> None:
-    from gradleak.metrics import METRICS
+    from gradleak.metrics import METRICS, check_metric
 
     for i, m in enumerate(metrics):
         if m not in METRICS:
             raise GradleakError(f"{where}[{i}]: unknown metric {m!r}; known metrics: {', '.join(METRICS.names())}")
+        try:
+            check_metric(m)
+        except GradleakError as exc:
+            raise GradleakError(f"{where}[{i}]: metric {m!r} cannot run here: {exc}") from None
 
 
 def _defaults(factory: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
