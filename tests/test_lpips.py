@@ -243,6 +243,7 @@ STUBS = textwrap.dedent('''
     _module("torchvision", models=models)
     _module("IPython", embed=lambda *a, **k: None)
     _module("torchsummary", summary=lambda *a, **k: None)
+    _module("tqdm", tqdm=lambda iterable=None, *a, **k: iterable)  # lpips.trainer imports it; unused here
 ''')
 
 REFERENCE = STUBS + textwrap.dedent('''
