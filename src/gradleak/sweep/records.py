@@ -46,7 +46,7 @@ class CellRow:
     metrics: Mapping[str, float] = field(default_factory=dict)
     per_sample: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
-    error: str | None = None
+    error: str | None = None  # a failed cell's error (traceback for bugs); on a done cell, a non-ok attack status
     versions: Mapping[str, str] = field(default_factory=dict)
     artifacts: Mapping[str, str] = field(default_factory=dict)
     started: float = 0.0  # unix time the cell started and finished (worker clock)
