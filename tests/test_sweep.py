@@ -274,3 +274,12 @@ def test_metric_without_weights_fails_before_any_cell(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     with pytest.raises(GradleakError, match=r"metrics\[1\]: metric 'lpips' cannot run here: .*alexnet-owt-7be5be79"):
         load_sweep(write(tmp_path, "metrics: [psnr, lpips]\nbase: {attack: dlg}\n"))
+
+
+def test_bad_names_and_counts(tmp_path):
+    with pytest.raises(GradleakError, match=r"name must be letters, digits.*got '../x'"):
+        load_sweep(write(tmp_path, "name: ../x\nbase: {attack: dlg}\n"))
+    with pytest.raises(GradleakError, match="threads must be an integer >= 1, got 0"):
+        make_executor("local", workers=2, threads=0)
+    with pytest.raises(GradleakError, match="is a folder, not a YAML file"):
+        load_sweep(tmp_path)

@@ -139,19 +139,26 @@ def reconstruct(
                                                                callback=callback)
 
 
-def accepted_options(factory: type) -> list[str]:
-    """The keyword arguments a class's constructor takes, its parents' included when it
-    forwards **options."""
+def option_parameters(factory: Any) -> list:
+    """The keyword parameters (inspect.Parameter) a class's constructor or a function takes,
+    a class's parents' included when it forwards **options; first occurrence wins."""
     import inspect
 
-    accepted: list[str] = []
-    for cls in factory.__mro__:
-        params = inspect.signature(cls.__init__).parameters.values()
-        accepted += [p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-                     and p.name not in accepted]
+    out: dict[str, inspect.Parameter] = {}
+    targets = factory.__mro__ if isinstance(factory, type) else (factory,)
+    for target in targets:
+        params = inspect.signature(target.__init__ if isinstance(factory, type) else target).parameters.values()
+        for p in params:
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                out.setdefault(p.name, p)
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
-    return accepted
+    return list(out.values())
+
+
+def accepted_options(factory: type) -> list[str]:
+    """The keyword arguments a class's constructor takes (see `option_parameters`)."""
+    return [p.name for p in option_parameters(factory)]
 
 
 def make_attack(attack_cls, options: Mapping[str, Any]):

@@ -83,6 +83,30 @@ class AuditConfig:
         if self.knows_defense and not self.defenses:
             raise GradleakError("knows_defense is set but no defense is applied; add defenses")
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "AuditConfig":
+        """A config from plain settings (YAML, flags, a stored cell): lists become tuples,
+        one defense spec or one index becomes a sequence, and `batch_size` defaults to the
+        number of indices."""
+        s = dict(settings)
+        if isinstance(s.get("defenses"), str):
+            s["defenses"] = (s["defenses"],)
+        if isinstance(s.get("indices"), int) and not isinstance(s.get("indices"), bool):
+            s["indices"] = (s["indices"],)
+        for key in ("indices", "defenses"):
+            if isinstance(s.get(key), list):
+                s[key] = tuple(s[key])
+        indices = s.get("indices")
+        if indices is not None:
+            if not isinstance(indices, tuple) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                         for i in indices):
+                raise GradleakError(f"indices must be a list of image indices, got {indices!r}")
+            s.setdefault("batch_size", len(indices))
+        try:
+            return cls(**s)
+        except TypeError as exc:
+            raise GradleakError(f"invalid setting: {exc}") from None
+
     def defense(self):
         from gradleak.defenses import build_defense
 
@@ -105,6 +129,13 @@ class AuditConfig:
         d["attack_options"] = dict(self.attack_options)
         d["defenses"] = list(self.defenses)
         return d
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every setting of an audit, in field order: the keys a config or sweep file may use."""
+    from dataclasses import fields
+
+    return tuple(f.name for f in fields(AuditConfig))
 
 
 @dataclass(frozen=True)

@@ -95,32 +95,24 @@ def _attack_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-CONFIG_KEYS = {
-    "dataset", "data_root", "download", "split", "indices", "batch_size", "image_size", "model", "model_options",
-    "checkpoint", "mode", "protocol", "lr", "epochs", "local_batch_size", "attack", "attack_options", "labels",
-    "knows_training", "seed", "defenses", "knows_defense", "knows_mask", "dp_noise_multiplier", "dp_max_grad_norm",
-    "dp_delta", "attack_seed",
-}
+def config_keys() -> frozenset[str]:
+    from gradleak.audit import config_keys as keys
+
+    return frozenset(keys())
+
+
 ATTACK_FLAGS = {"iterations": "iterations", "restarts": "restarts", "attack_lr": "lr", "tv": "tv",
                 "max_seconds": "max_seconds"}
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
-    import yaml
+    from gradleak.io import read_yaml_mapping
 
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise GradleakError(f"--config file {path!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise GradleakError(f"--config file {path!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise GradleakError(f"--config file {path!r} must hold a mapping of settings, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "--config file")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - CONFIG_KEYS)
+    unknown = sorted(set(data) - config_keys())
     if unknown:
-        raise GradleakError(f"--config file {path!r} has unknown keys {unknown}; allowed: {sorted(CONFIG_KEYS)}")
+        raise GradleakError(f"--config file {path!r} has unknown keys {unknown}; allowed: {sorted(config_keys())}")
     return data
 
 
@@ -128,7 +120,7 @@ def build_config(args: argparse.Namespace):
     from gradleak.audit import AuditConfig
 
     settings: dict[str, Any] = _load_yaml(args.config) if args.config else {}
-    for key in CONFIG_KEYS - {"model_options", "attack_options"}:
+    for key in config_keys() - {"model_options", "attack_options"}:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -142,16 +134,7 @@ def build_config(args: argparse.Namespace):
             attack_options[option] = value
     attack_options.update(dict(args.attack_extra or []))
     settings["attack_options"] = attack_options
-    if isinstance(settings.get("defenses"), str):
-        settings["defenses"] = [settings["defenses"]]
-    if "indices" in settings and settings["indices"] is not None:
-        settings["indices"] = tuple(int(i) for i in settings["indices"])
-        if "batch_size" not in settings:
-            settings["batch_size"] = len(settings["indices"])
-    try:
-        return AuditConfig(**settings)
-    except TypeError as exc:
-        raise GradleakError(f"invalid setting: {exc}") from None
+    return AuditConfig.from_settings(settings)
 
 
 def _default_out(config) -> Path:

@@ -101,6 +101,26 @@ def atomic_write_json(
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
+def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[Any, Any]:
+    """A YAML file that must hold a mapping (an empty file is an empty one); `what` names
+    the file in errors ("--config file", "sweep file")."""
+    import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise GradleakError(f"{what} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise GradleakError(f"{what} {str(path)!r} is a folder, not a YAML file") from None
+    except yaml.YAMLError as exc:
+        raise GradleakError(f"{what} {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise GradleakError(f"{what} {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
 def write_folder(out: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
     """Let `fill` write into a temporary sibling of `out`, then move it into place.
 

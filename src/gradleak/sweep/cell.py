@@ -27,28 +27,20 @@ class CellOutcome:
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # name -> PNG bytes
 
 
-def _config(settings: Mapping):
-    from gradleak.audit import AuditConfig
-
-    s = dict(settings)
-    for key in ("indices", "defenses"):
-        if s.get(key) is not None:
-            s[key] = tuple(s[key])
-    return AuditConfig(**s)
-
-
 def run_cell(cell: Cell, sweep: str) -> CellOutcome:
     """Audit one cell. A user error or a crash inside the attack becomes a failed row."""
-    from gradleak.audit import run_audit, versions
+    from gradleak.audit import AuditConfig, run_audit, versions
     from gradleak.metrics import METRICS
     from gradleak.report import grid_png
 
     started = time.time()
     try:
-        run = run_audit(_config(cell.settings))
+        run = run_audit(AuditConfig.from_settings(cell.settings))
         result = run.result
         per_sample = {"psnr": result.metrics.psnr, "ssim": result.metrics.ssim, "mse": result.metrics.mse}
         timings = dict(result.timings)
+        if result.peak_memory_bytes is not None:
+            timings["peak_memory_mib"] = result.peak_memory_bytes / 2**20
         for name in cell.metrics:
             if name in BUILTIN_METRICS:
                 continue

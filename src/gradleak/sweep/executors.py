@@ -27,10 +27,10 @@ def fair_threads(workers: int, cores: int | None = None) -> int:
     return max(1, cores // workers)
 
 
-def _check_workers(workers: object) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise GradleakError(f"workers must be an integer >= 1, got {workers!r}")
-    return workers
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GradleakError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
 
 
 class Executor(ABC):
@@ -39,8 +39,8 @@ class Executor(ABC):
     name: str = ""
 
     def __init__(self, workers: int = 1, threads: int | None = None) -> None:
-        self.workers = _check_workers(workers)
-        self.threads = fair_threads(self.workers) if threads is None else _check_workers(threads)
+        self.workers = _check_count("workers", workers)
+        self.threads = fair_threads(self.workers) if threads is None else _check_count("threads", threads)
 
     @abstractmethod
     def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]: ...
@@ -95,13 +95,15 @@ class RayExecutor(Executor):
 
     def __init__(self, workers: int = 1, threads: int | None = None, address: str | None = None) -> None:
         super().__init__(workers, threads)
+        from importlib.util import find_spec
+
+        # checked here, before the driver creates a store for a sweep that cannot run
+        if find_spec("ray") is None:
+            raise GradleakError("--executor ray needs Ray: pip install 'ray[default]' (or the project's [ray] extra)")
         self.address = address
 
     def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]:
-        try:
-            import ray
-        except ImportError:
-            raise GradleakError("--executor ray needs Ray: pip install 'ray[default]'") from None
+        import ray
         started_here = not ray.is_initialized()
         if started_here:
             options = {"address": self.address} if self.address else {"num_cpus": self.workers * self.threads}

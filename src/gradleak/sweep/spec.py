@@ -27,7 +27,8 @@ import hashlib
 import inspect
 import itertools
 import json
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,12 +79,6 @@ class SweepSpec:
         return out
 
 
-def config_keys() -> tuple[str, ...]:
-    from gradleak.audit import AuditConfig
-
-    return tuple(f.name for f in fields(AuditConfig))
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -107,6 +102,8 @@ def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _check_keys(settings: Mapping[str, Any], where: str) -> None:
+    from gradleak.audit import config_keys
+
     allowed = config_keys()
     for key in settings:
         head = key.split(".", 1)[0]
@@ -136,16 +133,9 @@ def _values(value: Any, where: str) -> tuple[Any, ...]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    import yaml
+    from gradleak.io import read_yaml_mapping
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise GradleakError(f"sweep file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise GradleakError(f"sweep file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise GradleakError(f"sweep file {str(path)!r} must hold a mapping with keys {', '.join(TOP_KEYS)}")
+    data = read_yaml_mapping(path, "sweep file")
     unknown = sorted(set(map(str, data)) - set(TOP_KEYS))
     if unknown:
         raise GradleakError(f"{path}: unknown top-level keys {unknown}; allowed: {', '.join(TOP_KEYS)}")
@@ -158,8 +148,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     data = _read(path)
     src = str(path)
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip():
-        raise GradleakError(f"{src}: name must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name.strip()):
+        # the name becomes the default store's file name (runs/<name>.sqlite)
+        raise GradleakError(f"{src}: name must be letters, digits, '.', '_' or '-' (a file name), got {name!r}")
     metrics = data.get("metrics", list(DEFAULT_METRICS))
     if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
         raise GradleakError(f"{src}: metrics must be a non-empty list of metric names, got {metrics!r}")
@@ -222,21 +213,17 @@ def _check_metrics(metrics, where: str) -> None:
 
 def _defaults(factory: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """A factory's keyword defaults that are plain data (what JSON can hold)."""
+    from gradleak.api import option_parameters
+
     out = {}
-    targets = factory.__mro__ if isinstance(factory, type) else (factory,)
-    for target in targets:
-        fn = target.__init__ if isinstance(factory, type) else target
-        params = inspect.signature(fn).parameters.values()
-        for p in params:
-            if p.name in skip or p.name == "self" or p.name in out or p.default is inspect.Parameter.empty:
-                continue
-            try:
-                json.dumps(p.default)
-            except TypeError:
-                continue
-            out[p.name] = p.default
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
+    for p in option_parameters(factory):
+        if p.name in skip or p.default is inspect.Parameter.empty:
+            continue
+        try:
+            json.dumps(p.default)
+        except TypeError:
+            continue
+        out[p.name] = p.default
     return out
 
 
@@ -259,18 +246,9 @@ def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[s
             settings[key] = {**settings.get(key, {}), **value}
         else:
             settings[key] = value
-    if isinstance(settings.get("defenses"), str):
-        settings["defenses"] = [settings["defenses"]]
-    for key in ("indices", "defenses"):
-        if isinstance(settings.get(key), list):
-            settings[key] = tuple(settings[key])
-    if isinstance(settings.get("indices"), int):
-        settings["indices"] = (settings["indices"],)
-    if settings.get("indices") is not None and "batch_size" not in settings:
-        settings["batch_size"] = len(settings["indices"])
     try:
         DATASETS.entry(settings.get("dataset", "photos"))
-        config = AuditConfig(**settings)
+        config = AuditConfig.from_settings(settings)
         attack_cls = ATTACKS.get(config.attack)
         make_attack(attack_cls, config.attack_options)
         _, factory = resolve(config.model)
@@ -281,8 +259,6 @@ def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[s
                                 f"{', '.join(model_defaults)}")
     except GradleakError as exc:
         raise GradleakError(f"{where}: {exc}") from None
-    except TypeError as exc:
-        raise GradleakError(f"{where}: invalid setting: {exc}") from None
     resolved = config.to_dict()
     resolved["attack_options"] = {**_defaults(attack_cls), **resolved["attack_options"]}
     resolved["model_options"] = {**model_defaults, **resolved["model_options"]}
