@@ -21,6 +21,7 @@ from torch import nn
 from gradleak.defenses import Chain, ClientBatch, Defense
 from gradleak.errors import GradleakError
 from gradleak.fl.client import simulate_any_client
+from gradleak.fl.partition import split_iid
 from gradleak.records import LocalTraining, Protocol
 
 
@@ -58,14 +59,6 @@ class TrainingResult:
     def to_json(self) -> dict:
         return {"accuracy": self.accuracy, "history": list(self.history), "defenses": list(self.defenses),
                 "epsilon_per_round": self.epsilon_per_round, "seconds": round(self.seconds, 2)}
-
-
-def split_iid(num_samples: int, clients: int, seed: int) -> list[torch.Tensor]:
-    """A seeded random partition of the sample indices into `clients` near-equal shares."""
-    if clients > num_samples:
-        raise GradleakError(f"clients ({clients}) exceeds the {num_samples} training samples")
-    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
-    return list(order.tensor_split(clients))
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 512) -> float:
