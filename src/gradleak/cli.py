@@ -1,4 +1,4 @@
-"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep` and `report`.
+"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep`, `report`, `flower` and `igsa`.
 
 Parsing (flags and YAML) happens here and only here; the library receives an
 `AuditConfig`. User mistakes print one line and exit 2; bugs keep their traceback.
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gradleak.cli_analysis import add_parsers as add_analysis_parsers
+from gradleak.cli_flower import add_parsers as add_flower_parsers
+from gradleak.cli_igsa import add_parsers as add_igsa_parsers
 from gradleak.cli_report import add_parsers as add_report_parsers
 from gradleak.cli_sweep import add_parsers as add_sweep_parsers
 from gradleak.errors import GradleakError
@@ -212,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_analysis_parsers(sub)
     add_sweep_parsers(sub)
     add_report_parsers(sub)
+    add_flower_parsers(sub)
+    add_igsa_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

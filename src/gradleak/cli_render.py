@@ -168,3 +168,25 @@ def utility_table(report, config) -> None:
     out_console.print(table)
     if report.accuracy_drop is not None:
         out_console.print(f"accuracy drop: {100 * report.accuracy_drop:.1f} points")
+
+
+def flower_table(result, summary, out: Path) -> None:
+    """One row per audited round: accuracy, leakage, identification, IGSA; then the correlations."""
+    c = result.config
+    table = Table(title=f"gradleak flower: {c.model} on {c.dataset}, {c.clients} clients, {c.rounds} rounds, "
+                        f"attack {c.attack}")
+    for column in ("round", "accuracy", "PSNR", "SSIM", "identified", "IGSA", "audits"):
+        table.add_column(column, justify="right")
+
+    def fmt(v, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    for r in summary.rows:
+        table.add_row(str(r.server_round), f"{r.accuracy:.3f}", fmt(r.psnr, ".1f"), fmt(r.ssim, ".3f"),
+                      fmt(r.identified, ".0%"), fmt(r.igsa, ".3f"), str(r.audits))
+    out_console.print(table)
+    out_console.print(f"final accuracy {result.accuracy[-1]:.3f}; Spearman IGSA vs PSNR "
+                      f"{fmt(summary.spearman_igsa_psnr, '+.2f')}, round vs PSNR {fmt(summary.spearman_round_psnr, '+.2f')}; "
+                      f"first-round identification {fmt(summary.first_round_identified, '.0%')}")
+    out_console.print(f"{result.seconds:.0f} s in all, {summary.audit_seconds:.0f} s auditing; results in {out}/ "
+                      f"(leakage.png, audits.jsonl, federation.json)")

@@ -1,0 +1,245 @@
+"""`LeakageAudit`: wrap any Flower strategy and attack the updates of chosen clients.
+
+Threat model: an honest-but-curious server (SoK level 0, plus the attack's priors). It
+holds the global model it sent, the configuration it sent (lr, epochs, batch size) and
+each client's returned weights and sample count; by default the attacker does not use
+the local configuration and reads the weight delta as one gradient direction
+(`knows_training=True` simulates the local steps, level 3). Training is untouched: the
+wrapped strategy sees the same messages and its aggregate is returned as is; the audit
+reads copies of the weights after the strategy has aggregated.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from torch import nn
+
+from gradleak.api import output_classes
+from gradleak.attacks import ATTACKS, Attack
+from gradleak.errors import GradleakError
+from gradleak.fl.federated import accuracy
+from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
+from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
+
+log = logging.getLogger(__name__)
+
+Truth = Callable[[int, Message], "ClientData | None"]
+
+
+class LeakageAudit(Strategy):
+    """A Flower strategy that trains exactly as `strategy` and audits client updates.
+
+    Args:
+        strategy: any message-based Flower strategy (`flwr.serverapp.strategy`).
+        model: the architecture the arrays belong to (its weights are ignored; the
+            global arrays of each round are loaded into a private copy).
+        input_shape: one sample's shape in model space.
+        attack: an `Attack` instance or a registered name (its default options).
+        schedule: which rounds and clients to audit (`AuditSchedule`).
+        knows_training: the attacker simulates the local steps it configured (level 3).
+        training_keys: where lr/epochs/batch size live in the sent ConfigRecord.
+        num_examples_key: the reply metric holding the client's sample count.
+        normalization: maps pixels to model space and back (`gradleak.data`); None: identity.
+        truth: `(round, reply) -> ClientData | None`, the auditor's ground truth in a
+            simulation; without it only the update norm and the reconstruction are kept.
+        test_data: (images in model space, labels) for the global model's accuracy.
+        identify_by: neighbour metrics for identification (`gradleak.metrics.identify`).
+        igsa_samples: perturbations per image for IGSA (0 turns it off).
+        keep_images: keep each reconstruction (pixel space) in its `ClientAudit`.
+        on_audit: called with each `ClientAudit` as soon as it exists.
+        model_mode: the mode clients train in ("train": BatchNorm batch statistics).
+        seed: the attacks' random starts derive from it, the round and the node id.
+    """
+
+    def __init__(self, strategy: Strategy, model: nn.Module, *, input_shape: tuple[int, ...],
+                 attack: Attack | str = "ig", schedule: AuditSchedule = AuditSchedule(),
+                 knows_training: bool = False, training_keys: TrainingKeys = TrainingKeys(),
+                 num_examples_key: str = "num-examples", normalization: Any = None, truth: Truth | None = None,
+                 test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 identify_by: tuple[str, ...] = ("psnr", "ssim"), igsa_samples: int = 8,
+                 keep_images: bool = True, on_audit: Callable[[ClientAudit], None] | None = None,
+                 model_mode: str = "eval", seed: int = 0) -> None:
+        if not isinstance(strategy, Strategy):
+            raise GradleakError(f"strategy must be a flwr.serverapp.strategy.Strategy, got {type(strategy).__name__}")
+        if not isinstance(model, nn.Module):
+            raise GradleakError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if model_mode not in ("train", "eval"):
+            raise GradleakError(f"model_mode must be 'train' or 'eval', got {model_mode!r}")
+        self.strategy = strategy
+        self.model_mode = model_mode
+        self.model = copy.deepcopy(model).eval()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = output_classes(self.model, self.input_shape)
+        self.attack = ATTACKS.get(attack)() if isinstance(attack, str) else attack
+        if not isinstance(self.attack, Attack):
+            raise GradleakError(f"attack must be a gradleak Attack or a registered name, got {type(attack).__name__}")
+        self.attack_name = attack if isinstance(attack, str) else type(attack).__name__
+        if not isinstance(schedule, AuditSchedule):
+            raise GradleakError(f"schedule must be an AuditSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.knows_training = bool(knows_training)
+        self.training_keys = training_keys
+        self.num_examples_key = num_examples_key
+        self.normalization = normalization
+        self.truth = truth
+        self.test_data = test_data
+        self.identify_by = tuple(identify_by)
+        self.igsa_samples = int(igsa_samples)
+        self.keep_images = keep_images
+        self.on_audit = on_audit
+        self.seed = int(seed)
+        self.audits: list[ClientAudit] = []
+        self._sent: dict[int, tuple[ArrayRecord, dict]] = {}
+
+    # --- Flower's verbs: delegate, remembering what was sent ---------------------------
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        self._sent = {}
+        if self.schedule.due(server_round):
+            for m in messages:
+                sent_arrays = next(iter(m.content.array_records.values()), arrays)
+                sent_config = next(iter(m.content.config_records.values()), config)
+                self._sent[m.metadata.dst_node_id] = (sent_arrays, dict(sent_config))
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        chosen = self._choose(server_round, replies) if self._sent else []
+        # copies of the weights first: the audit must not depend on what aggregation does to them
+        snapshots = [(reply, data, _state(next(iter(reply.content.array_records.values())))) for reply, data in chosen]
+        aggregated = self.strategy.aggregate_train(server_round, replies)
+        if snapshots:
+            before_cache: dict[int, dict[str, torch.Tensor]] = {}
+            for reply, data, after in snapshots:
+                audit = self._audit(server_round, reply, data, after, before_cache)
+                self.audits.append(audit)
+                if self.on_audit is not None:
+                    self.on_audit(audit)
+        self._sent = {}
+        return aggregated
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.strategy.summary()
+        log.info("LeakageAudit: attack %s every %d round(s), at most %s client(s) per round, knows_training=%s",
+                 self.attack_name, self.schedule.every, self.schedule.max_clients, self.knows_training)
+
+    def __getattr__(self, name: str) -> Any:
+        # the wrapped strategy's own settings (fraction_train, ...) stay reachable
+        if name == "strategy":
+            raise AttributeError(name)
+        return getattr(self.strategy, name)
+
+    # --- the audit ------------------------------------------------------------------------
+
+    def _choose(self, server_round: int, replies: list[Message]) -> list[tuple[Message, ClientData | None]]:
+        s = self.schedule
+        out = []
+        for reply in sorted(replies, key=lambda m: m.metadata.src_node_id):
+            node = reply.metadata.src_node_id
+            if reply.has_error() or not reply.has_content() or node not in self._sent:
+                continue
+            if s.nodes is not None and node not in s.nodes:
+                continue
+            data = self.truth(server_round, reply) if self.truth is not None else None
+            if s.clients is not None and (data is None or data.client not in s.clients):
+                continue
+            out.append((reply, data))
+            if s.max_clients is not None and len(out) >= s.max_clients:
+                break
+        return out
+
+    def _audit(self, server_round: int, reply: Message, data: ClientData | None,
+               after: dict[str, torch.Tensor], before_cache: dict[int, dict[str, torch.Tensor]]) -> ClientAudit:
+        start = time.perf_counter()
+        node = reply.metadata.src_node_id
+        sent_arrays, sent_config = self._sent[node]
+        before = before_cache.setdefault(id(sent_arrays), _state(sent_arrays))
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(before, strict=True)
+        model.train(self.model_mode == "train")
+        num_samples = self._num_samples(reply)
+        training = self.training_keys.read(sent_config)
+        names = tuple(n for n, p in model.named_parameters() if p.requires_grad)
+        missing = [n for n in names if n not in after]
+        if missing:
+            raise GradleakError(f"client {node}'s reply lacks the model's parameters {missing[:5]}")
+        update = ClientUpdate(protocol=Protocol.FEDAVG, names=names,
+                              tensors=tuple((after[n].float() - before[n].float()).detach() for n in names),
+                              num_samples=num_samples, training=training, local_steps=training.steps(num_samples),
+                              model_mode=self.model_mode)
+        knowledge = AttackerKnowledge(
+            num_samples=num_samples, input_shape=self.input_shape, num_classes=self.num_classes,
+            knows_training=self.knows_training, training=training if self.knows_training else None,
+            bounds=None if self.normalization is None else self.normalization.bounds())
+        seed = int(np.random.SeedSequence([self.seed, server_round, node % 2**32]).generate_state(1)[0])
+        t0 = time.perf_counter()
+        recon = self.attack.reconstruct(model, update, knowledge, seed=seed)
+        attack_s = time.perf_counter() - t0
+        pixels = self._pixels(recon.data).clamp(0, 1)
+        metrics, found, igsa_score = None, (), None
+        if data is not None and data.images.shape[0] == num_samples:
+            from gradleak.metrics import evaluate_images
+            from gradleak.metrics.identify import identify
+
+            metrics = evaluate_images(pixels, data.images, predicted_labels=recon.labels, true_labels=data.labels)
+            pixels = pixels[list(metrics.assignment)]
+            found = tuple(identify(pixels, data.partition, true_index=data.positions, metric=m)
+                          for m in self.identify_by)
+            igsa_score = self._igsa(model, data)
+        elif data is not None:
+            log.warning("round %d client %s: the truth holds %d images but the reply says %d; not scored",
+                        server_round, data.client, data.images.shape[0], num_samples)
+        acc = accuracy(model, *self.test_data) if self.test_data is not None else None
+        return ClientAudit(server_round=server_round, node_id=node, client=None if data is None else data.client,
+                           num_samples=num_samples, training=training, knows_training=self.knows_training,
+                           attack=self.attack_name, status=recon.status, update_norm=update.norm(),
+                           attack_seconds=attack_s, audit_seconds=time.perf_counter() - start, metrics=metrics,
+                           identification=found, igsa=igsa_score, accuracy=acc,
+                           reconstruction=pixels.detach().clone() if self.keep_images else None,
+                           original=data.images.clone() if self.keep_images and metrics is not None else None)
+
+    def _num_samples(self, reply: Message) -> int:
+        for record in reply.content.metric_records.values():
+            if self.num_examples_key in record:
+                return int(record[self.num_examples_key])
+        keys = sorted(k for r in reply.content.metric_records.values() for k in r)
+        raise GradleakError(f"client {reply.metadata.src_node_id}'s reply has no {self.num_examples_key!r} metric "
+                            f"(the sample count the attacker knows); its metrics are {keys}; set num_examples_key")
+
+    def _pixels(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.normalization is None else self.normalization.denormalize(x)
+
+    def _model_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.normalization is None else self.normalization.normalize(x)
+
+    def _igsa(self, model: nn.Module, data: ClientData) -> float | None:
+        if self.igsa_samples < 1:
+            return None
+        from gradleak.analysis.igsa import igsa
+
+        return igsa(model, self._model_space(data.images), data.labels, samples=self.igsa_samples,
+                    seed=self.seed).score
+
+
+def _state(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """A private torch copy of an ArrayRecord (the record itself is left as it was)."""
+    return {k: v.clone() for k, v in arrays.to_torch_state_dict(keep_input=True).items()}
