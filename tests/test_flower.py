@@ -31,6 +31,8 @@ def test_training_keys_read_the_sent_config_and_fall_back():
     assert keys.read({}).lr == 0.5
     with pytest.raises(GradleakError, match="lr must be a positive"):
         keys.read({"lr": -1.0})
+    with pytest.raises(GradleakError, match="'local-epochs' must be a number, got 'two'"):
+        keys.read({"local-epochs": "two"})
 
 
 def test_schedule_rounds_and_validation():
@@ -46,6 +48,24 @@ def test_client_data_checks_shapes():
     img = torch.rand(2, 1, 4, 4)
     with pytest.raises(GradleakError, match="one entry per image"):
         ClientData("0", img, torch.tensor([0]), img, (0, 1))
+
+
+def test_wrapper_rejects_bad_arguments_before_training():
+    pytest.importorskip("flwr")
+    from flwr.serverapp.strategy import FedAvg
+
+    from gradleak.flower import LeakageAudit
+    from gradleak.errors import UnknownNameError
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    with pytest.raises(GradleakError, match="strategy must be a flwr"):
+        LeakageAudit("fedavg", model, input_shape=(1, 4, 4))
+    with pytest.raises(UnknownNameError, match="psnr"):
+        LeakageAudit(FedAvg(), model, input_shape=(1, 4, 4), identify_by=("sharpness",))
+    with pytest.raises(GradleakError, match="igsa_samples must be an integer >= 0"):
+        LeakageAudit(FedAvg(), model, input_shape=(1, 4, 4), igsa_samples=-1)
+    with pytest.raises(GradleakError, match="input_shape"):
+        LeakageAudit(FedAvg(), model, input_shape=(3, 8, 8))
 
 
 def test_federation_config_rejects_bad_settings():
@@ -125,10 +145,16 @@ def test_audits_score_the_audited_client_each_round(runs):
     audited, plain = runs
     assert plain.audits == ()
     assert [(a.server_round, a.client, a.num_samples) for a in audited.audits] == [(1, "0", 1), (2, "0", 1)]
+    from gradleak.flower.federation import build_federation
+
+    fed = build_federation(FederationConfig(**TINY))
     for a in audited.audits:
         assert a.metrics is not None and len(a.metrics.psnr) == 1
         assert [i.metric for i in a.identification] == ["psnr", "ssim"]
-        assert a.identification[0].true_index == a.identification[0].true_index[:1]
+        # the truth is the image client 0 drew in that round, and the grid shows it
+        position = int(fed.round_positions(0, a.server_round)[0])
+        assert all(i.true_index == (position,) for i in a.identification)
+        assert torch.equal(a.original[0], fed.images[fed.partitions[0][position]])
         assert 0 < a.igsa <= 1 and 0 <= a.accuracy <= 1
         assert a.training.lr == FederationConfig().lr and a.training.epochs == 2 and not a.knows_training
         assert a.reconstruction.shape == a.original.shape == (1, 1, 32, 32)

@@ -33,9 +33,12 @@ class TrainingKeys:
         lr = get(self.lr, self.fallback.lr)
         epochs = get(self.epochs, self.fallback.epochs)
         batch = get(self.batch_size, self.fallback.batch_size)
-        return LocalTraining(protocol=Protocol.FEDAVG, lr=float(lr), epochs=int(epochs),
-                             batch_size=None if batch is None else int(batch), shuffle=self.fallback.shuffle,
-                             loss=self.fallback.loss)
+        for key, value, kinds in ((self.lr, lr, (int, float)), (self.epochs, epochs, (int,)),
+                                  (self.batch_size, batch, (int, type(None)))):
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise GradleakError(f"the sent config's {key!r} must be a number, got {value!r}")
+        return LocalTraining(protocol=Protocol.FEDAVG, lr=float(lr), epochs=epochs, batch_size=batch,
+                             shuffle=self.fallback.shuffle, loss=self.fallback.loss)
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,14 @@ class LeakageAudit(Strategy):
         self.normalization = normalization
         self.truth = truth
         self.test_data = test_data
+        from gradleak.metrics.identify import NEIGHBOUR_METRICS
+
+        for metric in identify_by:
+            NEIGHBOUR_METRICS.get(metric)  # an unknown name fails here, not after round 1's aggregation
+        if isinstance(igsa_samples, bool) or not isinstance(igsa_samples, int) or igsa_samples < 0:
+            raise GradleakError(f"igsa_samples must be an integer >= 0 (0: no IGSA), got {igsa_samples!r}")
         self.identify_by = tuple(identify_by)
-        self.igsa_samples = int(igsa_samples)
+        self.igsa_samples = igsa_samples
         self.keep_images = keep_images
         self.on_audit = on_audit
         self.seed = int(seed)
@@ -122,8 +128,9 @@ class LeakageAudit(Strategy):
         aggregated = self.strategy.aggregate_train(server_round, replies)
         if snapshots:
             before_cache: dict[int, dict[str, torch.Tensor]] = {}
+            accuracy_cache: dict[int, float | None] = {}
             for reply, data, after in snapshots:
-                audit = self._audit(server_round, reply, data, after, before_cache)
+                audit = self._audit(server_round, reply, data, after, before_cache, accuracy_cache)
                 self.audits.append(audit)
                 if self.on_audit is not None:
                     self.on_audit(audit)
@@ -168,7 +175,8 @@ class LeakageAudit(Strategy):
         return out
 
     def _audit(self, server_round: int, reply: Message, data: ClientData | None,
-               after: dict[str, torch.Tensor], before_cache: dict[int, dict[str, torch.Tensor]]) -> ClientAudit:
+               after: dict[str, torch.Tensor], before_cache: dict[int, dict[str, torch.Tensor]],
+               accuracy_cache: dict[int, float | None]) -> ClientAudit:
         start = time.perf_counter()
         node = reply.metadata.src_node_id
         sent_arrays, sent_config = self._sent[node]
@@ -208,7 +216,9 @@ class LeakageAudit(Strategy):
         elif data is not None:
             log.warning("round %d client %s: the truth holds %d images but the reply says %d; not scored",
                         server_round, data.client, data.images.shape[0], num_samples)
-        acc = accuracy(model, *self.test_data) if self.test_data is not None else None
+        if id(sent_arrays) not in accuracy_cache:  # one evaluation per global model, however many clients
+            accuracy_cache[id(sent_arrays)] = accuracy(model, *self.test_data) if self.test_data is not None else None
+        acc = accuracy_cache[id(sent_arrays)]
         return ClientAudit(server_round=server_round, node_id=node, client=None if data is None else data.client,
                            num_samples=num_samples, training=training, knows_training=self.knows_training,
                            attack=self.attack_name, status=recon.status, update_norm=update.norm(),
