@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.base import restart_seeds
-from gradleak.attacks.objectives import cosine_distance, l2_distance, total_variation
+from gradleak.attacks.engine.restarts import restart_seeds
+from gradleak.attacks.engine.objectives import cosine_distance, l2_distance, total_variation
 from gradleak.data import load_dataset
-from gradleak.fl import simulate_client
+from gradleak.client import simulate_client
 from gradleak.metrics import evaluate_images
 from gradleak.models import build_model
 from gradleak.records import AttackerKnowledge, LabelKnowledge

@@ -37,13 +37,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.base import restart_seeds
+from gradleak.attacks.engine.restarts import restart_seeds
 from bench_attacks import geiping_loop  # the same plain-PyTorch IG recipe as the overhead benchmark
-from gradleak.attacks.objectives import l2_distance, total_variation
-from gradleak.attacks.optimize import _evaluate
-from gradleak.attacks.problem import Layout, build_problem, matching_objective
+from gradleak.attacks.engine.objectives import l2_distance, total_variation
+from gradleak.attacks.engine.stopping import evaluate_rows as _evaluate
+from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
 from gradleak.data import load_dataset
-from gradleak.fl import simulate_client
+from gradleak.client import simulate_client
 from gradleak.metrics import psnr
 from gradleak.models import build_model
 from gradleak.records import AttackerKnowledge, LabelKnowledge

@@ -24,7 +24,7 @@ import torch
 from gradleak.attacks import ATTACKS
 from gradleak.data import load_dataset
 from gradleak.defenses import build_defense
-from gradleak.fl import simulate_client
+from gradleak.client import simulate_client
 from gradleak.metrics import evaluate_images
 from gradleak.models import build_model
 from gradleak.records import AttackerKnowledge, LabelKnowledge

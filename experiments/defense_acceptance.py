@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from gradleak.audit import AuditConfig, run_audit
-from gradleak.fl.federated import FederatedConfig
-from gradleak.utility import UtilityConfig, run_utility
+from gradleak.pipelines.audit import AuditConfig, run_audit
+from gradleak.pipelines.federated import FederatedTraining
+from gradleak.pipelines.utility import UtilityConfig, run_utility
 
 SMALL_CNN = {"model": "lenet", "model_options": {"activation": "relu", "init": "default"}}
 
@@ -27,7 +27,7 @@ SMALL_CNN = {"model": "lenet", "model_options": {"activation": "relu", "init": "
 def audit_row(images, **settings) -> list[dict]:
     rows = []
     for index in images:
-        config = AuditConfig(dataset="photos", indices=(index,), batch_size=1, labels="given", seed=index, **settings)
+        config = AuditConfig(dataset="photos", indices=(index,), batch_size=1, give_labels=True, seed=index, **settings)
         start = time.perf_counter()
         run = run_audit(config)
         rows.append({"image": index, "psnr": run.result.metrics.psnr_mean, "ssim": run.result.metrics.ssim_mean,
@@ -63,7 +63,7 @@ def tradeoff(args) -> list[dict]:
     for defenses in TRADEOFF:
         attack = audit_row(args.images, attack="ig", attack_options={"iterations": args.iterations, "tv": 1e-2},
                            defenses=defenses, **SMALL_CNN)
-        utility = run_utility(UtilityConfig(defenses=defenses, federated=FederatedConfig(rounds=args.rounds)))
+        utility = run_utility(UtilityConfig(defenses=defenses, federated=FederatedTraining(rounds=args.rounds)))
         result = utility.defended or utility.baseline
         for row in attack:
             row["utility_accuracy"] = result.accuracy

@@ -13,7 +13,7 @@ import time
 import torch
 
 from gradleak.attacks import ATTACKS
-from gradleak.fl import simulate_client
+from gradleak.client import simulate_client
 from gradleak.models import build_model
 from gradleak.records import AttackerKnowledge, LocalTraining
 

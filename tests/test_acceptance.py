@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gradleak.audit import AuditConfig, run_audit
+from gradleak.pipelines.audit import AuditConfig, run_audit
 
 pytestmark = pytest.mark.slow
 

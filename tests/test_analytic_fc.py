@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from gradleak.attacks import ATTACKS
+from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 from gradleak.records import AttackerKnowledge, LocalTraining, Protocol
 
 

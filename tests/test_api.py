@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import tiny_lenet
 
 import gradleak
-from conftest import tiny_lenet
+from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 
 
 def _case():

@@ -3,9 +3,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_lenet
 from PIL import Image, ImageEnhance, ImageOps
 
-from conftest import tiny_lenet
+from gradleak.client import simulate_client
 from gradleak.data.base import Normalization
 from gradleak.defenses.ats import (
     ATS,
@@ -24,7 +25,6 @@ from gradleak.defenses.ats import (
 )
 from gradleak.defenses.base import ClientBatch
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 from gradleak.records import ClientUpdate, LocalTraining, Protocol
 
 NO_MAGNITUDE = {"AutoContrast", "Equalize", "Invert"}
@@ -300,6 +300,29 @@ def test_transform_fedavg_and_needs_the_client():
                zip(shared.tensors, ATS("43-18-18").transform(clean, seed=1, client=client).tensors))
     with pytest.raises(GradleakError, match="client"):
         ATS().transform(clean, seed=1)
+
+
+def test_a_post_processing_link_after_ats_acts_on_the_ats_update_and_before_it_is_refused():
+    from gradleak.defenses import Chain, build_defense
+    from gradleak.defenses.quantize import sign_sgd
+
+    model, x, y, client = _client()
+    clean = simulate_client(model, x, y)
+    chain = build_defense(["ats:policy=3-1-7", "signsgd"])
+    shared = chain.transform(clean, seed=5, client=client)
+    assert shared.defenses == ("ats:policy=3-1-7", "signsgd:scale=mean")
+    ats_seed = chain._seeds(5)[0]  # the seed the chain hands its first link
+    ats_update = ATS("3-1-7").transform(clean, seed=ats_seed, client=client)
+    # the shared tensors are the signs of the ATS gradient, not the clean one's
+    assert all(torch.equal(a, b) for a, b in zip(shared.tensors, sign_sgd(ats_update.tensors)))
+    assert any(not torch.equal(a, b) for a, b in zip(shared.tensors, sign_sgd(clean.tensors)))
+    with pytest.raises(GradleakError, match="must come first.*after signsgd:scale=mean it would throw"):
+        build_defense(["signsgd", "ats:policy=3-1-7"])
+    with pytest.raises(GradleakError, match="must come first"):
+        Chain([build_defense(["qsgd:bits=2"]).defenses[0], ATS()])
+    # a training defense handed an already defended update refuses too
+    with pytest.raises(GradleakError, match="already went through signsgd"):
+        ATS().transform(build_defense(["signsgd"]).transform(clean, seed=1), client=client)
 
 
 def test_augmented_maps_model_space_to_pixels_and_back():

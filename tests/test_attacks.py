@@ -3,13 +3,13 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_lenet
+
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.labels import batch_labels, idlg_label, recover_labels
-from gradleak.attacks.problem import build_problem
+from gradleak.attacks.engine.labels import batch_labels, idlg_label, recover_labels
+from gradleak.attacks.engine.problem import build_problem
+from gradleak.client import simulate_client
 from gradleak.errors import GradleakError, UnknownNameError
-from gradleak.fl import simulate_client
 from gradleak.records import AttackerKnowledge, LabelKnowledge, LocalTraining, Protocol
 
 BOUNDS = ((-1.0,) * 3, (1.0,) * 3)
@@ -204,7 +204,7 @@ def test_attack_quality_falls_as_local_steps_grow():
 
 
 def test_label_rules_are_named_strategies():
-    from gradleak.attacks.labels import LABEL_RULES
+    from gradleak.attacks.engine.labels import LABEL_RULES
 
     assert LABEL_RULES.names() == ["auto", "count", "idlg"]
     gen = torch.Generator().manual_seed(3)

@@ -8,10 +8,10 @@ import torch
 from conftest import tiny_lenet
 
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.problem import Layout, build_problem, matching_objective
+from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
+from gradleak.client import simulate_client
 from gradleak.defenses import build_defense
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 from gradleak.records import AttackerKnowledge, LabelKnowledge, LocalTraining
 
 SHAPE = (3, 16, 16)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from gradleak.audit import AuditConfig
 from gradleak.cli import main
 from gradleak.errors import GradleakError
+from gradleak.pipelines.audit import AuditConfig
 
 FAST = ("-a", "ig", "--iterations", "5", "-q", "--image-size", "16")
 
@@ -47,7 +47,7 @@ def test_dp_sgd_client_reports_its_epsilon(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--defense", "topk:keep=2"], "keep must be a number in (0, 1], got 2"),
-    (["--defense", "nope"], "unknown defense 'nope'; known defenses: ats, gaussian"),
+    (["--defense", "nope"], "unknown defense 'nope'; known defenses: ats, dpsgd, gaussian"),
     (["--defense", "qsgd:bitz=4"], "does not take ['bitz']"),
     (["--knows-defense"], "no defense is applied"),
     (["--defense", "gaussian:sigma=0.1", "--knows-mask"], "knows_mask needs knows_defense"),

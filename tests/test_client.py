@@ -2,10 +2,10 @@ import copy
 
 import pytest
 import torch
-
 from conftest import tiny_bn_net, tiny_lenet
+
+from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 from gradleak.records import LocalTraining, Protocol
 
 
@@ -62,7 +62,7 @@ def test_caller_model_is_not_mutated_even_with_batchnorm_in_train_mode():
     before = copy.deepcopy(model.state_dict())
     x = torch.randn(4, 1, 8, 8)
     y = torch.tensor([0, 1, 2, 3])
-    update = simulate_client(model, x, y, LocalTraining(Protocol.FEDAVG, lr=0.5, epochs=3), mode="train")
+    update = simulate_client(model, x, y, LocalTraining(Protocol.FEDAVG, lr=0.5, epochs=3), model_mode="train")
     assert not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

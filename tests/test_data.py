@@ -17,7 +17,12 @@ from PIL import Image
 from gradleak.data import DATASETS, ImageDataset, Normalization, load_dataset
 from gradleak.data import download as dl
 from gradleak.data.safe_pickle import safe_loads
-from gradleak.errors import CorruptFileError, DatasetNotFoundError, GradleakError, UnknownNameError
+from gradleak.errors import (
+    CorruptFileError,
+    DatasetNotFoundError,
+    GradleakError,
+    UnknownNameError,
+)
 
 RNG = np.random.default_rng(0)
 

@@ -6,17 +6,31 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_lenet
-from gradleak.defenses import DEFENSES, Chain, NotModeled, build_defense, parse_defense
+
+from gradleak.client import simulate_client
+from gradleak.defenses import (
+    DEFENSES,
+    Chain,
+    NotModeled,
+    TrainingDefense,
+    build_defense,
+    parse_defense,
+)
 from gradleak.defenses.clip import NormClip, ValueClip
-from gradleak.defenses.conditionals import (Gaussian, Identity, Laplace, Masked, QuantizedGaussian, SignAgreement,
-                                            Transformed)
+from gradleak.defenses.conditionals import (
+    Gaussian,
+    Identity,
+    Laplace,
+    Masked,
+    QuantizedGaussian,
+    SignAgreement,
+    Transformed,
+)
 from gradleak.defenses.noise import GaussianNoise, LaplacianNoise
 from gradleak.defenses.quantize import QSGD, SignSGD, levels_for_bits
 from gradleak.defenses.sparsify import RandomPrune, TopK, keep_count
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 
 # one instance of every post-processing defense, with settings that change the update
 SPECS = ["gaussian:sigma=0.01", "gaussian:multiplier=0.5,clip=0.2", "laplacian:b=0.01", "topk:keep=0.1,scope=tensor",
@@ -24,6 +38,8 @@ SPECS = ["gaussian:sigma=0.01", "gaussian:multiplier=0.5,clip=0.2", "laplacian:b
          "signsgd:scale=none", "valueclip:bound=0.001", "normclip:max_norm=0.01"]
 RANDOM = {"gaussian", "laplacian", "prune", "qsgd"}
 POST_PROCESSING = {"gaussian", "laplacian", "normclip", "prune", "qsgd", "signsgd", "topk", "valueclip"}
+CLIENT_SIDE = {"soteria"}  # post-processing that reads the client's batch
+TRAINING = {"ats", "dpsgd"}  # change how the client trains; only first in a chain
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +64,10 @@ def same(a, b):
 
 
 def test_every_post_processing_defense_is_registered_and_covered():
-    assert POST_PROCESSING <= set(DEFENSES.names())
+    # equality, not a subset: a newly registered defense must be placed in a group
+    assert POST_PROCESSING | CLIENT_SIDE | TRAINING == set(DEFENSES.names())
+    assert all(isinstance(parse_defense(name), TrainingDefense) for name in TRAINING)
+    assert not any(isinstance(parse_defense(s), TrainingDefense) for s in SPECS)
     assert {s.partition(":")[0] for s in SPECS} == POST_PROCESSING
     for name in POST_PROCESSING:
         assert DEFENSES.entry(name).summary

@@ -2,19 +2,30 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_bn_net, tiny_lenet
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from conftest import tiny_bn_net, tiny_lenet
+from gradleak.client.losses import client_loss
+from gradleak.client.simulate import simulate_client
+from gradleak.defenses.dpsgd import (
+    DPSGD,
+    PrivacySpent,
+    dp_model_problems,
+    simulate_dp_client,
+)
 from gradleak.errors import GradleakError
-from gradleak.fl.client import simulate_client
-from gradleak.fl.dpsgd import DPSGD, PrivacySpent, dp_model_problems, simulate_dp_client
-from gradleak.fl.losses import client_loss
 from gradleak.records import LocalTraining, Protocol
 
 FEDSGD = LocalTraining()
 FEDAVG2 = LocalTraining(protocol=Protocol.FEDAVG, lr=0.1, epochs=1, batch_size=2)
 
+
+
+def _dp_client(*args, **kwargs):
+    """(update, privacy spent) of a DP-SGD client: the update carries what it spent."""
+    update = simulate_dp_client(*args, **kwargs)
+    return update, update.privacy
 
 def _batch(n: int = 4, size: int = 8, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
@@ -36,7 +47,7 @@ def _clipped_mean(model: nn.Module, images, labels, c: float) -> list[torch.Tens
 
 def test_disabled_dp_equals_plain_client():
     model, (x, y) = tiny_lenet(size=8), _batch()
-    update, spent = simulate_dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=1e6))
+    update, spent = _dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=1e6))
     plain = simulate_client(model, x, y, FEDSGD)
     assert update.names == plain.names
     for a, b in zip(update.tensors, plain.tensors):
@@ -49,7 +60,7 @@ def test_disabled_dp_equals_plain_client():
 def test_clipping_matches_per_sample_reference():
     model, (x, y) = tiny_lenet(size=8), _batch()
     c = 0.05
-    update, _ = simulate_dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=c))
+    update, _ = _dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=c))
     ref = _clipped_mean(model, x, y, c)
     # the per-sample norms exceed c, so clipping is active
     assert simulate_client(model, x, y, FEDSGD).norm() > 2 * c
@@ -63,8 +74,8 @@ def test_noise_scale():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 100))  # 4900 coordinates
     x, y = torch.rand(5, 3, 4, 4), torch.randint(0, 100, (5,))
     c, sigma, b = 0.1, 2.0, 5
-    clean, _ = simulate_dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=c))
-    noisy, _ = simulate_dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=sigma, max_grad_norm=c), seed=3)
+    clean, _ = _dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=c))
+    noisy, _ = _dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=sigma, max_grad_norm=c), seed=3)
     diff = torch.cat([(n - k).flatten() for n, k in zip(noisy.tensors, clean.tensors)])
     # 4900 draws: the std estimate is good to ~1%, so 5% is tighter than the 10% asked and safe
     assert abs(float(diff.std()) / (sigma * c / b) - 1) < 0.05
@@ -74,9 +85,9 @@ def test_noise_scale():
 def test_seeded_noise():
     model, (x, y) = tiny_lenet(size=8), _batch()
     dp = DPSGD(noise_multiplier=1.0, max_grad_norm=0.1)
-    a, _ = simulate_dp_client(model, x, y, FEDSGD, dp, seed=7)
-    b, _ = simulate_dp_client(model, x, y, FEDSGD, dp, seed=7)
-    c, _ = simulate_dp_client(model, x, y, FEDSGD, dp, seed=8)
+    a, _ = _dp_client(model, x, y, FEDSGD, dp, seed=7)
+    b, _ = _dp_client(model, x, y, FEDSGD, dp, seed=7)
+    c, _ = _dp_client(model, x, y, FEDSGD, dp, seed=8)
     assert all(torch.equal(s, t) for s, t in zip(a.tensors, b.tensors))
     assert not all(torch.equal(s, t) for s, t in zip(a.tensors, c.tensors))
 
@@ -96,16 +107,16 @@ def test_caller_model_unchanged():
 def test_epsilon_matches_opacus_rdp():
     model, (x, y) = tiny_lenet(size=8), _batch()
     dp = DPSGD(noise_multiplier=1.1, max_grad_norm=1.0, delta=1e-5)
-    _, spent = simulate_dp_client(model, x, y, FEDAVG2, dp)
+    _, spent = _dp_client(model, x, y, FEDAVG2, dp)
     ref = RDPAccountant()
     for _ in range(2):
         ref.step(noise_multiplier=1.1, sample_rate=0.5)
     assert spent.steps == 2 and spent.sample_rate == 0.5
     assert spent.epsilon == pytest.approx(ref.get_epsilon(1e-5), rel=1e-9)
     longer = LocalTraining(protocol=Protocol.FEDAVG, lr=0.1, epochs=3, batch_size=2)
-    _, more = simulate_dp_client(model, x, y, longer, dp)
+    _, more = _dp_client(model, x, y, longer, dp)
     assert more.steps == 6 and more.epsilon > spent.epsilon
-    _, none = simulate_dp_client(model, x, y, FEDAVG2, DPSGD(noise_multiplier=0.0))
+    _, none = _dp_client(model, x, y, FEDAVG2, DPSGD(noise_multiplier=0.0))
     assert none.epsilon == math.inf and none.to_json()["epsilon"] == "inf"
     assert isinstance(spent, PrivacySpent) and spent.to_json()["steps"] == 2
 
@@ -143,25 +154,25 @@ def test_bad_call_arguments():
     with pytest.raises(GradleakError, match="labels"):
         simulate_dp_client(model, x, y[:2], FEDSGD, DPSGD())
     with pytest.raises(GradleakError, match="mode"):
-        simulate_dp_client(model, x, y, FEDSGD, DPSGD(), mode="test")
+        simulate_dp_client(model, x, y, FEDSGD, DPSGD(), model_mode="test")
 
 
 def test_fedavg_two_steps():
     model, (x, y) = tiny_lenet(size=8), _batch()
-    update, spent = simulate_dp_client(model, x, y, FEDAVG2, DPSGD(noise_multiplier=0.5, max_grad_norm=0.1))
+    update, spent = _dp_client(model, x, y, FEDAVG2, DPSGD(noise_multiplier=0.5, max_grad_norm=0.1))
     assert update.protocol is Protocol.FEDAVG and update.local_steps == 2 and spent.steps == 2
     assert update.names == tuple(n for n, _ in model.named_parameters())
     # each step moves the weights by lr * (clipped mean + noise): the update is not zero
     assert update.norm() > 0
     # without noise each step moves by at most lr * C
-    quiet, _ = simulate_dp_client(model, x, y, FEDAVG2, DPSGD(noise_multiplier=0.0, max_grad_norm=0.1))
+    quiet, _ = _dp_client(model, x, y, FEDAVG2, DPSGD(noise_multiplier=0.0, max_grad_norm=0.1))
     assert quiet.norm() <= 2 * 0.1 * 0.1 + 1e-7
 
 
 def test_all_accountants_give_finite_epsilon():
     model, (x, y) = tiny_lenet(size=8), _batch()
     for name in ("rdp", "prv", "gdp"):
-        _, spent = simulate_dp_client(model, x, y, FEDAVG2, DPSGD(accountant=name, sample_rate=0.01))
+        _, spent = _dp_client(model, x, y, FEDAVG2, DPSGD(accountant=name, sample_rate=0.01))
         assert math.isfinite(spent.epsilon) and spent.epsilon > 0 and spent.accountant == name
 
 
@@ -169,7 +180,7 @@ def test_disabled_dp_fedavg_equals_plain_client():
     # 5 samples in batches of 2: the last step has 1 sample, so the mean must divide by 1
     model, (x, y) = tiny_lenet(size=8), _batch(n=5)
     training = LocalTraining(protocol=Protocol.FEDAVG, lr=0.5, epochs=2, batch_size=2, shuffle=True)
-    update, spent = simulate_dp_client(model, x, y, training, DPSGD(noise_multiplier=0.0, max_grad_norm=1e6), seed=4)
+    update, spent = _dp_client(model, x, y, training, DPSGD(noise_multiplier=0.0, max_grad_norm=1e6), seed=4)
     plain = simulate_client(model, x, y, training, seed=4)
     assert update.local_steps == plain.local_steps == spent.steps == 6
     for a, b in zip(update.tensors, plain.tensors):
@@ -180,7 +191,7 @@ def test_eval_mode_keeps_dropout_off():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Dropout(0.5), nn.Linear(16, 10))
     x, y = torch.rand(4, 3, 4, 4), torch.randint(0, 10, (4,))
-    update, _ = simulate_dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=1e6))
-    plain = simulate_client(model, x, y, FEDSGD, mode="eval")
+    update, _ = _dp_client(model, x, y, FEDSGD, DPSGD(noise_multiplier=0.0, max_grad_norm=1e6))
+    plain = simulate_client(model, x, y, FEDSGD, model_mode="eval")
     for a, b in zip(update.tensors, plain.tensors):
         assert torch.allclose(a, b, atol=1e-6)

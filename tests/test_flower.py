@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
+from gradleak.data.partition import split_dirichlet, split_iid
 from gradleak.errors import GradleakError
-from gradleak.fl.partition import split_dirichlet, split_iid
 from gradleak.flower.federation import FederationConfig, FederationResult
 from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
 from gradleak.flower.report import spearman, summarize, write_federation
@@ -54,8 +54,8 @@ def test_wrapper_rejects_bad_arguments_before_training():
     pytest.importorskip("flwr")
     from flwr.serverapp.strategy import FedAvg
 
-    from gradleak.flower import LeakageAudit
     from gradleak.errors import UnknownNameError
+    from gradleak.flower import LeakageAudit
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
     with pytest.raises(GradleakError, match="strategy must be a flwr"):
@@ -91,7 +91,7 @@ def test_dirichlet_split_covers_every_sample_once_and_is_seeded():
 
 
 def _audit(r, psnr, igsa):
-    m = ImageMetrics(mse=(0.01,), psnr=(psnr,), ssim=(0.5,), assignment=(0,))
+    m = ImageMetrics(values={"mse": (0.01,), "psnr": (psnr,), "ssim": (0.5,)}, assignment=(0,))
     return ClientAudit(server_round=r, node_id=7, client="0", num_samples=1, training=LocalTraining(), knows_training=False,
                        attack="ig", status="ok", update_norm=1.0, attack_seconds=1.0, audit_seconds=1.5, metrics=m,
                        igsa=igsa, accuracy=0.5, reconstruction=torch.rand(1, 1, 8, 8), original=torch.rand(1, 1, 8, 8))

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from gradleak.errors import GradleakError, UnknownNameError
+from gradleak.metrics import METRICS, ImageMetric
 from gradleak.metrics.functional import mse, psnr, ssim
-from gradleak.metrics.identify import NEIGHBOUR_METRICS, Identification, NeighbourMetric, identify
+from gradleak.metrics.identify import Identification, identify
 
 PIXEL_METRICS = {"psnr": psnr, "ssim": ssim, "mse": mse}
 HIGHER_IS_CLOSER = {"psnr": True, "ssim": True, "mse": False}
@@ -42,12 +43,13 @@ def constant(values, side: int = 8) -> torch.Tensor:
 
 
 def test_registry_entries():
-    assert set(NEIGHBOUR_METRICS.names()) == {"lpips", "mse", "psnr", "ssim", "stlpips"}
+    # identification reads the one metric registry: every metric can identify
+    assert {"lpips", "mse", "psnr", "ssim", "stlpips"} <= set(METRICS.names())
     for name, higher in HIGHER_IS_CLOSER.items():
-        entry = NEIGHBOUR_METRICS.get(name)
-        assert isinstance(entry, NeighbourMetric) and entry.higher_is_closer is higher
-    assert not NEIGHBOUR_METRICS.get("lpips").higher_is_closer
-    assert not NEIGHBOUR_METRICS.get("stlpips").higher_is_closer
+        entry = METRICS.get(name)
+        assert isinstance(entry, ImageMetric) and entry.higher_is_better is higher
+    assert not METRICS.get("lpips").higher_is_better
+    assert not METRICS.get("stlpips").higher_is_better
 
 
 @pytest.mark.parametrize("metric", sorted(PIXEL_METRICS))

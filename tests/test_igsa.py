@@ -8,12 +8,18 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_bn_net, tiny_lenet
 from torch import nn
 
-from conftest import tiny_bn_net, tiny_lenet
-from gradleak.analysis.igsa import (IGSAResult, ball_samples, igsa, layer_jvp_norms, relative_change,
-                                   trainable_layers)
-from gradleak.cli_igsa import add_parsers
+from gradleak.analysis.igsa import (
+    IGSAResult,
+    ball_samples,
+    igsa,
+    layer_jvp_norms,
+    relative_change,
+    trainable_layers,
+)
+from gradleak.cli.igsa import add_parser
 from gradleak.errors import GradleakError
 
 # torch's forward-mode decompositions call the deprecated torch.jit.script when first loaded
@@ -190,7 +196,7 @@ def test_bad_inputs_raise_naming_the_argument(change, argument):
 
 def _cli(argv):
     parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers())
+    add_parser(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from gradleak.errors import CorruptFileError, GradleakError
-from gradleak.metrics import MATCHING_COSTS, METRICS, match, mse
+from gradleak.metrics import METRICS, match, mse
 from gradleak.metrics.lpips import (
     LPIPS,
     MIN_SIDE,
@@ -461,17 +461,19 @@ def test_bad_arguments(files, tmp_path):
 
 def test_registered_metrics_and_matching_cost():
     assert {"lpips", "lpips-vgg", "stlpips", "stlpips-vgg"} <= set(METRICS.names())
-    assert {"lpips", "stlpips"} <= set(MATCHING_COSTS.names())
+    assert all(METRICS.get(m).pairwise is not None and not METRICS.get(m).higher_is_better
+               for m in ("lpips", "stlpips"))  # matching costs derive from the same entries
     summary = METRICS.entry("stlpips").summary
     assert "shift-tolerant" in summary.lower() and "not" in summary
     if not HAVE_STLPIPS:
         pytest.skip("stlpips-pytorch not installed (pip install --no-deps stlpips-pytorch==0.0.2)")
     img = photos(5).to(torch.float32)
     noisy = (img + 0.05 * torch.randn(img.shape, generator=_gen(9))).clamp(0, 1)
-    torch.testing.assert_close(METRICS.get("stlpips")(noisy, img), lpips(noisy, img, variant=ST))
-    torch.testing.assert_close(METRICS.get("stlpips-vgg")(noisy, img), lpips(noisy, img, net="vgg", variant=ST))
+    torch.testing.assert_close(METRICS.get("stlpips").per_sample(noisy, img), lpips(noisy, img, variant=ST))
+    torch.testing.assert_close(METRICS.get("stlpips-vgg").per_sample(noisy, img),
+                               lpips(noisy, img, net="vgg", variant=ST))
     order = torch.tensor([3, 0, 4, 1, 2])
     assignment = match(noisy[order], img, cost="stlpips")
     torch.testing.assert_close(order[assignment], torch.arange(5))
-    cost = MATCHING_COSTS.get("stlpips")(img, noisy[:3])
+    cost = METRICS.get("stlpips").cost(img, noisy[:3])
     assert cost.shape == (5, 3)

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from conftest import tiny_lenet
 from torch import nn
 
+from gradleak.client.simulate import simulate_client
 from gradleak.errors import GradleakError
-from gradleak.fl.client import simulate_client
 from gradleak.models import build_model
 from gradleak.models.precode import (
     VariationalBottleneck,
@@ -126,7 +126,7 @@ def test_registered_factory_wraps_the_seeded_base():
                         base_options={"activation": "relu"})
     x = torch.rand(2, *shape)
     assert torch.equal(wrapped(x), again(x))
-    with pytest.raises(GradleakError, match=r"does not accept option\(s\) \['depth'\].*activation='sigmoid'"):
+    with pytest.raises(GradleakError, match=r"does not take \['depth'\].*activation='sigmoid'"):
         build_model("precode", num_classes=4, input_shape=shape, base_options={"depth": 3})
     with pytest.raises(GradleakError, match="unknown model"):
         build_model("precode", num_classes=4, input_shape=shape, base="nope")

@@ -12,7 +12,12 @@ from PIL import Image
 
 from gradleak import io as gio
 from gradleak.errors import GradleakError
-from gradleak.report import DEFAULT_SCALE, grid_layout, render_grid, save_grid
+from gradleak.pipelines.figures import (
+    DEFAULT_SCALE,
+    grid_layout,
+    render_grid,
+    save_grid,
+)
 
 WHITE = 255
 

@@ -4,14 +4,16 @@ loops equal to torch's optimizers, and successive halving keeps a clear winner."
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_bn_net, tiny_lenet
 from torch import nn
 
-from conftest import tiny_bn_net, tiny_lenet
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.batched import NotBatchable, RestartBatcher
-from gradleak.attacks.optimize import Halving, run_adam, run_lbfgs
+from gradleak.attacks.engine.adam import run_adam
+from gradleak.attacks.engine.batched import NotBatchable, RestartBatcher
+from gradleak.attacks.engine.lbfgs import run_lbfgs
+from gradleak.attacks.engine.stopping import Halving
+from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 from gradleak.records import AttackerKnowledge
 
 BOUNDS = ((-1.0,) * 3, (1.0,) * 3)
@@ -208,7 +210,7 @@ def test_batchnorm_in_training_mode_keeps_restarts_apart(affine):
     if not affine:
         model[1] = nn.BatchNorm2d(4, affine=False)
     knowledge = AttackerKnowledge(num_samples=2, input_shape=(1, 8, 8), num_classes=4)
-    update = simulate_client(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 3]), mode="train")
+    update = simulate_client(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 3]), model_mode="train")
     options = dict(iterations=20, restarts=3)
     batched = ATTACKS.get("ig")(**options).reconstruct(model, update, knowledge, seed=1)
     sequential = ATTACKS.get("ig")(restart_mode="sequential", **options).reconstruct(model, update, knowledge, seed=1)

@@ -4,7 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradleak.attacks.rgap import invert_network, leaky_relu_inverse, logit_from_last_layer
+from gradleak.attacks.rgap import (
+    invert_network,
+    leaky_relu_inverse,
+    logit_from_last_layer,
+)
 from gradleak.errors import GradleakError
 from gradleak.models import build_model
 

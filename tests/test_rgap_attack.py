@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from gradleak.attacks import ATTACKS
+from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
-from gradleak.fl import simulate_client
 from gradleak.models import build_model
 from gradleak.records import AttackerKnowledge, LabelKnowledge, LocalTraining, Protocol
 
@@ -96,7 +96,7 @@ def test_one_fedavg_step_with_known_learning_rate_is_a_gradient_and_more_steps_a
     ("resnet18", ["'bn1' (BatchNorm2d)", "not one flat nn.Sequential"]),
 ])
 def test_relu_convnet_and_resnet_are_refused_before_any_work(name, expected, monkeypatch):
-    import gradleak.attacks.rgap_attack as module
+    import gradleak.attacks.rgap.attack as module
 
     model = build_model(name, num_classes=10, input_shape=(3, 32, 32))
     update = simulate_client(model, torch.rand(1, 3, 32, 32), torch.tensor([1]))

@@ -5,11 +5,16 @@ import torch
 from conftest import tiny_lenet
 from torch import nn
 
+from gradleak.client.simulate import simulate_client
 from gradleak.defenses import DEFENSES, parse_defense
 from gradleak.defenses.base import ClientBatch
-from gradleak.defenses.soteria import Soteria, pruned_count, representation_scores, soteria_mask
+from gradleak.defenses.soteria import (
+    Soteria,
+    pruned_count,
+    representation_scores,
+    soteria_mask,
+)
 from gradleak.errors import GradleakError
-from gradleak.fl.client import simulate_client
 from gradleak.records import LocalTraining, Protocol
 from gradleak.registry import Entry
 

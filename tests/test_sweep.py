@@ -95,7 +95,7 @@ def test_duplicate_cells_run_once(tmp_path):
     ("grid: {seed: 3}", "grid.seed: expected a list of values"),
     ("grid: {seed: {range: [0, 4, 0]}}", "the step must not be 0"),
     ("grid: {seed: [1]}\nzip: [{seed: [2]}]", "['seed'] swept by more than one axis"),
-    ("grid: {labels: [auto, maybe]}", "grid.labels[1]: labels must be 'auto' or 'given'"),
+    ("grid: {labels: [auto, maybe]}", "grid.labels[1]: labels must be one of 'auto', 'given'"),
     ("grid: {defenses: [[gaussian:sigma=0.1], [gausian]]}", "grid.defenses[1]: unknown defense"),
     ("foo: 1", "unknown top-level keys ['foo']"),
     ("[1, 2]", "must hold a mapping"),

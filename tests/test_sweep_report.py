@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 
 from gradleak.errors import GradleakError
-from gradleak.report import render_grid
+from gradleak.pipelines.figures import render_grid
 from gradleak.sweep import CellRow, ResultStore
+from gradleak.sweep.export import csv_text, write_csv
 from gradleak.sweep.html import render_report
-from gradleak.sweep.summary import csv_text, stat, summarize, write_csv
+from gradleak.sweep.summary import stat, summarize
 
 HOSTILE = "noise:scale=0.1<script>alert('x')</script>"
 EPOCHS = (1, 2, 4)
@@ -294,10 +295,10 @@ def test_bad_input_raises_before_writing(synthetic, tmp_path):
 
 
 def test_cli_report_subcommand(synthetic, tmp_path, capsys):
-    from gradleak.cli_report import add_parsers
+    from gradleak.cli.report import add_parser
 
     parser = argparse.ArgumentParser(prog="gradleak")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", str(synthetic[0]), "--out", str(tmp_path / "r.html"), "--csv",
                               str(tmp_path / "r.csv"), "--sweep", "grid1", "--psnr-threshold", "16"])
     assert args.func(args) == 0

@@ -1,13 +1,13 @@
-"""Python API for users with their own model and captured updates.
+"""The front door for users with their own model and captured updates.
 
 `reconstruct` attacks an update you captured (gradients or a weight delta) on your own
 `nn.Module`; `evaluate` scores a reconstruction against the ground truth in [0, 1]
-pixel space.
+pixel space; `as_update` wraps captured tensors as a `ClientUpdate`. Nothing inside
+gradleak imports this module: it only calls down into the library.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -15,6 +15,8 @@ from torch import nn
 
 from gradleak.attacks import ATTACKS, ProgressCallback
 from gradleak.errors import GradleakError
+from gradleak.metrics import DEFAULT_METRICS, score_reconstruction
+from gradleak.models import output_classes
 from gradleak.records import (
     AttackerKnowledge,
     ClientUpdate,
@@ -74,19 +76,6 @@ def as_update(
     )
 
 
-def output_classes(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Number of model outputs for one input of `input_shape` (run on a private copy)."""
-    probe = copy.deepcopy(model).eval()
-    try:
-        with torch.no_grad():
-            out = probe(torch.zeros(1, *input_shape))
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise GradleakError(
-            f"input_shape {tuple(input_shape)} does not fit the model: {str(exc).splitlines()[0]}"
-        ) from None
-    return int(out.reshape(1, -1).shape[1])
-
-
 def reconstruct(
     model: nn.Module,
     gradients: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | ClientUpdate,
@@ -120,7 +109,7 @@ def reconstruct(
         bounds: per-channel (low, high) of valid inputs in model space, for clamping.
         **attack_options: the attack's constructor arguments (iterations, restarts, ...).
     """
-    attack_cls = ATTACKS.get(attack)
+    attacker = ATTACKS.create(attack, attack_options)
     update = as_update(model, gradients, num_samples=num_samples, training=training, model_mode=model_mode)
     label_tensor = None
     if labels is not None:
@@ -135,39 +124,7 @@ def reconstruct(
         training=update.training if knows_training else None,
         bounds=None if bounds is None else (tuple(bounds[0]), tuple(bounds[1])),
     )
-    return make_attack(attack_cls, attack_options).reconstruct(model, update, knowledge, seed=seed,
-                                                               callback=callback)
-
-
-def option_parameters(factory: Any) -> list:
-    """The keyword parameters (inspect.Parameter) a class's constructor or a function takes,
-    a class's parents' included when it forwards **options; first occurrence wins."""
-    import inspect
-
-    out: dict[str, inspect.Parameter] = {}
-    targets = factory.__mro__ if isinstance(factory, type) else (factory,)
-    for target in targets:
-        params = inspect.signature(target.__init__ if isinstance(factory, type) else target).parameters.values()
-        for p in params:
-            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
-                out.setdefault(p.name, p)
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return list(out.values())
-
-
-def accepted_options(factory: type) -> list[str]:
-    """The keyword arguments a class's constructor takes (see `option_parameters`)."""
-    return [p.name for p in option_parameters(factory)]
-
-
-def make_attack(attack_cls, options: Mapping[str, Any]):
-    """Instantiate an attack, naming the accepted options when one is unknown."""
-    accepted = accepted_options(attack_cls)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise GradleakError(f"attack {attack_cls.name!r} does not take {unknown}; it takes: {', '.join(accepted)}")
-    return attack_cls(**options)
+    return attacker.reconstruct(model, update, knowledge, seed=seed, callback=callback)
 
 
 def evaluate(
@@ -176,17 +133,16 @@ def evaluate(
     *,
     normalization=None,
     true_labels: torch.Tensor | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    matching: str = "mse",
 ) -> ImageMetrics:
     """Score a reconstruction against the originals (both in model space when
-    `normalization` is given, else in [0, 1] pixel space), with Hungarian matching."""
-    from gradleak.metrics import evaluate_images
-
-    data = reconstruction.data if isinstance(reconstruction, Reconstruction) else reconstruction
-    predicted = reconstruction.labels if isinstance(reconstruction, Reconstruction) else None
+    `normalization` is given, else in [0, 1] pixel space), with Hungarian matching by
+    `matching`; `metrics` are names of `gradleak.metrics.METRICS`."""
     if normalization is not None:
-        data, original = normalization.denormalize(data), normalization.denormalize(original)
-    return evaluate_images(data.detach(), original.detach(), predicted_labels=predicted,
-                           true_labels=true_labels if predicted is not None else None)
+        original = normalization.denormalize(original)
+    return score_reconstruction(reconstruction, original.detach(), normalization=normalization,
+                                true_labels=true_labels, metrics=metrics, matching=matching).metrics
 
 
 __all__ = ["as_update", "evaluate", "reconstruct", "LocalTraining", "Protocol"]

@@ -98,7 +98,6 @@ def atomic_write_json(
     return atomic_write_text(path, text + "\n")
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[Any, Any]:
@@ -145,3 +144,67 @@ def write_folder(out: str | os.PathLike[str], fill: Callable[[Path], None]) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _exists(path: Path, flag: str) -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:  # an unreadable parent: PermissionError from stat
+        raise GradleakError(f"{flag} {str(path)!r} cannot be checked: {exc.strerror or exc}") from None
+
+
+def _nearest_folder(path: Path, flag: str) -> Path:
+    """The nearest existing ancestor of `path`, which must be a writable folder."""
+    parent = path.absolute().parent
+    while not _exists(parent, flag):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GradleakError(f"{flag} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GradleakError(f"{flag} {str(path)!r} cannot be written: folder {str(parent)!r} is not writable")
+    return parent
+
+
+def check_writable_folder(out: str | os.PathLike[str], *, overwrite: bool, flag: str = "output folder") -> Path:
+    """Refuse, before any work, an output folder that `write_folder` could not put in place."""
+    out = Path(out)
+    if _exists(out, flag):
+        if not overwrite:
+            raise GradleakError(f"{flag} {str(out)!r} exists; pass --overwrite to replace it")
+        if not out.is_dir():
+            raise GradleakError(f"{flag} {str(out)!r} is a file, not a folder")
+        here = Path.cwd().resolve()
+        if out.resolve() == here or out.resolve() in here.parents:
+            raise GradleakError(f"{flag} {str(out)!r} holds the current folder; it cannot be replaced")
+    _nearest_folder(out, flag)
+    return out
+
+
+def check_writable_file(path: str | os.PathLike[str], flag: str = "output file", *, exists_ok: bool = True) -> Path:
+    """Refuse, before any work, an output file whose folder is missing or read-only."""
+    path = Path(path)
+    if _exists(path, flag):
+        if path.is_dir():
+            raise GradleakError(f"{flag} {str(path)!r} is a folder, not a file")
+        if not exists_ok:
+            raise GradleakError(f"{flag} {str(path)!r} exists; choose another")
+    parent = path.absolute().parent
+    if not _exists(parent, flag) or not parent.is_dir():
+        raise GradleakError(f"{flag} {str(path)!r} cannot be written: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GradleakError(f"{flag} {str(path)!r} cannot be written: folder {str(parent)!r} is not writable")
+    return path
+
+
+def package_version() -> str:
+    """gradleak's installed version (pyproject.toml is its one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gradleak")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable_file",
+           "check_writable_folder", "package_version", "read_yaml_mapping", "write_folder"]

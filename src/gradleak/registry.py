@@ -1,15 +1,18 @@
-"""One registry style for attacks, defenses, models, datasets and metrics.
+"""One registry style for attacks, defenses, models, datasets, metrics and executors.
 
-A registry maps a name to a factory (a class or function) and a one-line summary.
-Lookups of unknown names raise `UnknownNameError` listing the known names.
+A registry maps a name to a factory (a class or function) or a value, with a one-line
+summary. There is one way to build anything by name, `Registry.create(name, options)`,
+and one wording for its errors: an unknown name lists the known ones, an unknown option
+lists the accepted ones (with their defaults).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
-from gradleak.errors import UnknownNameError
+from gradleak.errors import GradleakError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -19,6 +22,46 @@ class Entry(Generic[T]):
     name: str
     factory: T
     summary: str
+
+
+def option_parameters(factory: Any) -> list[inspect.Parameter]:
+    """The keyword parameters a class's constructor or a function takes, a class's parents'
+    included when it forwards **options; first occurrence wins."""
+    out: dict[str, inspect.Parameter] = {}
+    targets = factory.__mro__ if isinstance(factory, type) else (factory,)
+    for target in targets:
+        if target is object:
+            break
+        params = inspect.signature(target.__init__ if isinstance(factory, type) else target).parameters.values()
+        for p in params:
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                out.setdefault(p.name, p)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return list(out.values())
+
+
+def option_defaults(factory: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Option name -> default (`inspect.Parameter.empty` for required ones)."""
+    return {p.name: p.default for p in option_parameters(factory) if p.name not in skip}
+
+
+def _listed(defaults: Mapping[str, Any]) -> str:
+    if not defaults:
+        return "nothing"
+    return ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in defaults.items())
+
+
+def check_options(kind: str, name: str, factory: Any, options: Mapping[str, Any],
+                  fixed: tuple[str, ...] = ()) -> None:
+    """Raise, listing the accepted options, if `options` names one `factory` does not take."""
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise GradleakError(f"options of {kind} {name!r} must be a mapping of option names to values, "
+                            f"got {options!r}")
+    defaults = option_defaults(factory, skip=fixed)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise GradleakError(f"{kind} {name!r} does not take {unknown}; it takes: {_listed(defaults)}")
 
 
 class Registry(Generic[T]):
@@ -48,11 +91,26 @@ class Registry(Generic[T]):
         return self.entry(name).factory
 
     def entry(self, name: str) -> Entry[T]:
-        key = str(name).lower()
+        key = name.lower() if isinstance(name, str) else None
         if key not in self._entries:
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
         return self._entries[key]
+
+    def options(self, name: str, *, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Option name -> default of the factory `name` (the `fixed` arguments left out)."""
+        return option_defaults(self.get(name), skip=fixed)
+
+    def create(self, name: str, options: Mapping[str, Any] | None = None, /, **fixed: Any) -> Any:
+        """Build the registered `name` with the user's `options` and the caller's `fixed`
+        arguments (those the user does not choose: num_classes, input_shape, ...)."""
+        entry = self.entry(name)
+        options = {} if options is None else options
+        check_options(self.kind, entry.name, entry.factory, options, tuple(fixed))
+        clash = sorted(set(options) & set(fixed))
+        if clash:
+            raise GradleakError(f"{self.kind} {entry.name!r}: {clash} are set by gradleak, not by options")
+        return entry.factory(**fixed, **options)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

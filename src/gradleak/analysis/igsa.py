@@ -39,8 +39,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from gradleak.client.losses import client_loss
 from gradleak.errors import GradleakError
-from gradleak.fl.losses import check_loss, client_loss
+from gradleak.records import check_loss
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,17 @@
-"""Attacks, registered by name: each one class with one verb, `reconstruct`."""
+"""Attacks, registered by name: each one class with one verb, `reconstruct`.
+
+One module per attack, named after its paper; what they share (the matching problem,
+the restart loops, objectives, label rules) lives in `engine/`.
+"""
 
 from gradleak.attacks.analytic_fc import AnalyticFC
+from gradleak.attacks.base import Attack, OptimizationAttack, Progress, ProgressCallback
 from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
-from gradleak.attacks.base import Attack, OptimizationAttack, Progress, ProgressCallback
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
-from gradleak.attacks.rgap_attack import RGAP
+from gradleak.attacks.rgap import RGAP
 from gradleak.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

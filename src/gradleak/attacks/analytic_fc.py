@@ -19,11 +19,18 @@ import time
 import torch
 from torch import nn
 
-from gradleak.attacks.base import Attack, check_positive_float, known_or_inferred_labels
-from gradleak.attacks.labels import LABEL_RULES
-from gradleak.attacks.problem import build_problem, validate_update
+from gradleak.attacks.base import Attack
+from gradleak.attacks.engine.labels import LABEL_RULES
+from gradleak.attacks.engine.problem import build_problem, validate_update
+from gradleak.attacks.engine.restarts import known_or_inferred_labels
+from gradleak.checks import check_positive_float
 from gradleak.errors import GradleakError
-from gradleak.records import AttackerKnowledge, ClientUpdate, LabelKnowledge, Reconstruction
+from gradleak.records import (
+    AttackerKnowledge,
+    ClientUpdate,
+    LabelKnowledge,
+    Reconstruction,
+)
 
 
 def first_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, nn.Module]:

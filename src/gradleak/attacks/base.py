@@ -17,15 +17,20 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
-from gradleak.attacks.optimize import Deadline, Halving, LoopResult, OnStep
-from gradleak.attacks.problem import Layout
+from gradleak.attacks.engine.restarts import check_halving, restart_seeds
+from gradleak.attacks.engine.stopping import Deadline, Halving, LoopResult
+from gradleak.checks import check_positive_float, check_positive_int, check_seed
 from gradleak.errors import GradleakError
 from gradleak.memory import PeakMemory
-from gradleak.records import AttackerKnowledge, ClientUpdate, LabelKnowledge, Reconstruction
+from gradleak.records import (
+    AttackerKnowledge,
+    ClientUpdate,
+    LabelKnowledge,
+    Reconstruction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,43 +64,6 @@ class Solved:
 RESTART_MODES = ("stacked", "interleaved", "sequential")
 
 
-def restart_seeds(seed: int, restarts: int) -> list[int]:
-    """Independent per-restart seeds derived from one seed (SeedSequence spawning)."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(restarts)]
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise GradleakError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok or value != value or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise GradleakError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def check_names(name: str, value: object) -> tuple[str, ...]:
-    """A sequence of parameter names (a lone string is refused: it would iterate by letter)."""
-    if isinstance(value, str) or not hasattr(value, "__iter__") or not all(isinstance(n, str) for n in value):
-        raise GradleakError(f"{name} must be a sequence of parameter names, got {value!r}")
-    return tuple(value)
-
-
-def check_halving(value: object) -> Halving | None:
-    """None, a `Halving`, or a sequence of budget fractions (keep half at each)."""
-    if value is None or isinstance(value, Halving):
-        return value
-    try:
-        return Halving(at=tuple(float(f) for f in value))
-    except (TypeError, ValueError) as exc:  # GradleakError is a ValueError: reworded with the argument's name
-        raise GradleakError(f"halving must be None or budget fractions in (0, 1) such as (0.25, 0.5), "
-                            f"got {value!r}") from exc
-
-
 class Attack(ABC):
     """One attack, one verb: `reconstruct` the client's data from an update."""
 
@@ -115,8 +83,7 @@ class Attack(ABC):
         """Reconstruct the client's data from `update` (the caller's model is not modified)."""
 
     def _check_inputs(self, update: ClientUpdate, knowledge: AttackerKnowledge, seed: int) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise GradleakError(f"seed must be an integer >= 0, got {seed!r}")
+        check_seed(seed)
         if knowledge.uses_bn_statistics:
             raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False")
         if knowledge.num_samples != update.num_samples:
@@ -225,75 +192,3 @@ class OptimizationAttack(Attack):
 
     def _mode_used(self, stacked: bool) -> str:
         return "stacked" if stacked else ("sequential" if self.restart_mode == "sequential" else "interleaved")
-
-
-def run_restarts(
-    run: Callable[[torch.Tensor, OnStep | None], LoopResult],
-    start: torch.Tensor,
-    layout: Layout,
-    *,
-    together: bool,
-    on_step: OnStep | None,
-) -> LoopResult:
-    """Run the loop on all rows at once, or one row after another until one converges.
-
-    One after another, a restart that converged, was stopped or ran out of time ends
-    the attack, and the restarts never started are not reported. The callback sees
-    the restart's data, not its raw row.
-    """
-    def report(it: int, r: int, loss: float, running: int, row: torch.Tensor) -> bool:
-        return on_step(it, r, loss, running, layout.data(row[None])[0]) if on_step is not None else False
-
-    if together:
-        return run(start, report)
-    parts: list[LoopResult] = []
-    for r in range(start.shape[0]):
-        def local(it: int, _i: int, loss: float, running: int, row: torch.Tensor, _r: int = r) -> bool:
-            return report(it, _r, loss, running, row)
-
-        part = run(start[r : r + 1], local)
-        parts.append(part)
-        if part.statuses[0] in ("converged", "stopped", "budget"):
-            break
-    return LoopResult(
-        best=torch.cat([p.best for p in parts]),
-        losses=tuple(x for p in parts for x in p.losses),
-        iterations=tuple(x for p in parts for x in p.iterations),
-        statuses=tuple(x for p in parts for x in p.statuses),
-        histories=tuple(x for p in parts for x in p.histories),
-    )
-
-
-def dummy_data(knowledge: AttackerKnowledge, generator: torch.Generator) -> torch.Tensor:
-    """Random normal start in model space, one per sample."""
-    shape = (knowledge.num_samples, *knowledge.input_shape)
-    return torch.randn(shape, generator=generator)
-
-
-def box_projection(layout: Layout, knowledge: AttackerKnowledge) -> Callable[[torch.Tensor], None] | None:
-    """In-place projection of the rows' data onto the valid pixel box, or None when unknown."""
-    if knowledge.bounds is None:
-        return None
-    low = torch.tensor(knowledge.bounds[0], dtype=torch.float32)
-    high = torch.tensor(knowledge.bounds[1], dtype=torch.float32)
-    if len(layout.input_shape) == 3 and low.numel() == layout.input_shape[0]:
-        low, high = low.reshape(-1, 1, 1), high.reshape(-1, 1, 1)
-    else:  # per-channel bounds only make sense for images: fall back to the widest box
-        low, high = low.min(), high.max()
-
-    def project(rows: torch.Tensor) -> None:
-        with torch.no_grad():
-            data = layout.data(rows)
-            clamped = torch.maximum(torch.minimum(data, high.to(data.dtype)), low.to(data.dtype))
-            rows[:, : layout.data_size] = clamped.reshape(rows.shape[0], -1)
-
-    return project
-
-
-def known_or_inferred_labels(problem, knowledge: AttackerKnowledge, rule: str = "auto") -> torch.Tensor:
-    """Labels handed to the attacker, else recovered from the update's last layer by `rule`."""
-    from gradleak.attacks.labels import recover_labels
-
-    if knowledge.label_knowledge is LabelKnowledge.GIVEN:
-        return knowledge.labels.detach().long().reshape(-1)
-    return recover_labels(problem.model, problem.gradient_view, knowledge.num_samples, knowledge.input_shape, rule)

@@ -19,20 +19,18 @@ import logging
 
 import torch
 
-from gradleak.attacks.base import (
-    OptimizationAttack,
-    Solved,
-    check_names,
-    check_positive_float,
-    check_positive_int,
+from gradleak.attacks.base import OptimizationAttack, Solved
+from gradleak.attacks.engine.adam import run_adam
+from gradleak.attacks.engine.labels import LABEL_RULES
+from gradleak.attacks.engine.objectives import range_penalty, squared_tv_wrap
+from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
+from gradleak.attacks.engine.restarts import (
     dummy_data,
     known_or_inferred_labels,
     run_restarts,
 )
-from gradleak.attacks.labels import LABEL_RULES
-from gradleak.attacks.objectives import range_penalty, squared_tv_wrap
-from gradleak.attacks.optimize import run_adam
-from gradleak.attacks.problem import Layout, build_problem, matching_objective
+from gradleak.checks import check_names, check_positive_float, check_positive_int
+from gradleak.defenses.conditionals import Identity
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge, Protocol
 
@@ -160,8 +158,6 @@ class Bayes(PriorMatching):
     name = "bayes"
 
     def _distance(self, update, knowledge):
-        from gradleak.defenses.conditionals import Identity
-
         if knowledge.defense is None:
             if update.defenses:
                 log.warning("bayes: the update went through %s but the attacker does not know it; "

@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from gradleak.attacks.base import (
-    OptimizationAttack,
-    Solved,
-    check_positive_float,
-    check_positive_int,
-    dummy_data,
-    run_restarts,
-)
-from gradleak.attacks.optimize import Plateau, run_lbfgs
-from gradleak.attacks.problem import Layout, build_problem, matching_objective
+from gradleak.attacks.base import OptimizationAttack, Solved
+from gradleak.attacks.engine.lbfgs import run_lbfgs
+from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
+from gradleak.attacks.engine.restarts import dummy_data, run_restarts
+from gradleak.attacks.engine.stopping import Plateau
+from gradleak.checks import check_positive_float, check_positive_int
 from gradleak.errors import GradleakError
 from gradleak.records import LabelKnowledge
-
 
 DEFAULT_HALVING = (0.01, 0.03)
 

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import torch
 
-from gradleak.attacks.base import (
-    OptimizationAttack,
-    Solved,
+from gradleak.attacks.base import OptimizationAttack, Solved
+from gradleak.attacks.engine.adam import run_adam
+from gradleak.attacks.engine.labels import LABEL_RULES
+from gradleak.attacks.engine.objectives import DISTANCES, total_variation
+from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
+from gradleak.attacks.engine.restarts import (
     box_projection,
-    check_names,
-    check_positive_float,
-    check_positive_int,
     dummy_data,
     known_or_inferred_labels,
     run_restarts,
 )
-from gradleak.attacks.labels import LABEL_RULES
-from gradleak.attacks.objectives import DISTANCES, total_variation
-from gradleak.attacks.optimize import run_adam
-from gradleak.attacks.problem import Layout, build_problem, matching_objective
+from gradleak.checks import check_names, check_positive_float, check_positive_int
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
 

@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from gradleak.data.base import ImageDataset, channel_stats, check_image_size, resize_images
+from gradleak.data.base import (
+    ImageDataset,
+    channel_stats,
+    check_image_size,
+    resize_images,
+)
 from gradleak.errors import CorruptFileError, DatasetNotFoundError, GradleakError
 
 log = logging.getLogger(__name__)

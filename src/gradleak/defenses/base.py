@@ -7,6 +7,11 @@ step draws from a generator seeded by the `seed` argument, so the same seed give
 same update. Most defenses post-process the update alone; a few (Soteria) need the
 client's batch and model, handed over as a `ClientBatch`.
 
+A `TrainingDefense` (DP-SGD, ATS) is another kind: it changes how the client trains, so
+it recomputes the update from the client's batch. It can only come first in a chain
+(`Chain` refuses it anywhere else): behind a post-processing link it would throw that
+link's output away while the record still named it.
+
 A defense also tells the attacker that knows it what it does to an update: `conditional`
 returns the model p(observed | clean update) that the Bayes attack maximizes
 (Balunovic et al., ICLR 2022).
@@ -15,7 +20,6 @@ returns the model p(observed | clean update) that the Bayes attack maximizes
 from __future__ import annotations
 
 import dataclasses
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Sequence
@@ -23,8 +27,9 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import torch
 from torch import nn
 
+from gradleak.checks import check_fraction, check_positive_float, check_seed
 from gradleak.errors import GradleakError
-from gradleak.records import ClientUpdate, LocalTraining
+from gradleak.records import ClientUpdate, LocalTraining, check_model_mode
 
 if TYPE_CHECKING:
     from gradleak.defenses.conditionals import Conditional
@@ -33,13 +38,19 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ClientBatch:
     """What a client-side defense may read: the model at the start of the round (not to be
-    modified), the batch in model space, its labels, and how the client trains on it."""
+    modified), the batch in model space, its labels, how the client trains on it (its
+    model mode and its own seed, which drives shuffling and a DP client's noise)."""
 
     model: nn.Module
     images: torch.Tensor
     labels: torch.Tensor
     training: LocalTraining = LocalTraining()
-    mode: str = "eval"
+    model_mode: str = "eval"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_model_mode(self.model_mode)
+        check_seed(self.seed)
 
 
 class NotModeled(GradleakError):
@@ -92,31 +103,43 @@ def replace_tensors(update: ClientUpdate, tensors: Sequence[torch.Tensor], spec:
     return dataclasses.replace(update, tensors=tuple(tensors), defenses=(*update.defenses, spec))
 
 
-def check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise GradleakError(f"seed must be an integer >= 0, got {seed!r}")
-    return seed
+class TrainingDefense(Defense):
+    """Changes how the client trains (DP-SGD, ATS): the shared update is recomputed from the
+    client's batch, so it must be the first defense applied (`Chain` enforces it)."""
 
+    needs_client = True
 
-def check_fraction(name: str, value: object, *, low_open: bool = True, high_open: bool = False) -> float:
-    """A float in (0, 1] by default; the bounds' openness is adjustable."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
-    if not ok:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise GradleakError(f"{name} must be a number in {lo}0, 1{hi}, got {value!r}")
-    return float(value)
+    @abstractmethod
+    def train(self, client: ClientBatch, seed: int) -> ClientUpdate:
+        """The update the client computes under this defense (`seed`: the defense's own draws)."""
+
+    def _tensors(self, tensors, generator, client):  # pragma: no cover - transform is overridden
+        raise NotImplementedError
+
+    def transform(self, update: ClientUpdate, *, seed: int = 0, client: ClientBatch | None = None) -> ClientUpdate:
+        check_seed(seed)
+        if not isinstance(client, ClientBatch):
+            raise GradleakError(f"defense {self.name!r} changes how the client trains: pass client=ClientBatch(...)")
+        if update.defenses:
+            raise GradleakError(
+                f"defense {self.name!r} changes how the client trains and recomputes the update from its batch, "
+                f"so it must come first; this update already went through {', '.join(update.defenses)}")
+        trained = self.train(client, seed)
+        if tuple(trained.names) != tuple(update.names):
+            raise GradleakError(f"defense {self.name!r}: the client's model does not produce the update's tensors "
+                                f"({len(trained.names)} vs {len(update.names)}); pass the model the update came from")
+        return dataclasses.replace(trained, defenses=(self.spec(),))
 
 
 def check_positive(name: str, value: object, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value >= 0 if allow_zero else value > 0):
-        raise GradleakError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
+    return check_positive_float(name, value, allow_zero=allow_zero)
 
 
 def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+__all__ = ["ClientBatch", "Defense", "NotModeled", "TrainingDefense", "check_fraction", "check_positive",
+           "check_seed", "replace_tensors"]

@@ -4,6 +4,10 @@ Each link draws from its own seed, spawned from the chain's seed, so adding a li
 not change the randomness of the others. The empty chain returns the update unchanged,
 bit for bit. The chain's conditional folds the links' conditionals from the last to the
 first: link i models what it does given a model of everything after it.
+
+A training defense (DP-SGD, ATS) may only be the first link: it recomputes the update
+from the client's batch, so any link before it would be thrown away while the update's
+record still named it. A post-processing link after it acts on what it produced.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gradleak.defenses.base import ClientBatch, Defense, check_seed
+from gradleak.defenses.base import ClientBatch, Defense, TrainingDefense, check_seed
 from gradleak.errors import GradleakError
 from gradleak.records import ClientUpdate
 
@@ -27,7 +31,20 @@ class Chain(Defense):
         for i, d in enumerate(defenses):
             if not isinstance(d, Defense):
                 raise GradleakError(f"defenses[{i}] must be a Defense, got {type(d).__name__}")
+            if isinstance(d, Chain):
+                raise GradleakError(f"defenses[{i}] is a chain: pass its links instead")
+            if isinstance(d, TrainingDefense) and i > 0:
+                before = " then ".join(x.spec() for x in defenses[:i])
+                raise GradleakError(
+                    f"defense {d.spec()!r} changes how the client trains and recomputes the update from the "
+                    f"client's batch, so it must come first; after {before} it would throw their output away. "
+                    f"Put it first: {' then '.join([d.spec()] + [x.spec() for x in defenses if x is not d])}")
         self.defenses = defenses
+
+    @property
+    def training(self) -> TrainingDefense | None:
+        """The training defense that opens the chain, if any."""
+        return self.defenses[0] if self.defenses and isinstance(self.defenses[0], TrainingDefense) else None
 
     @property
     def needs_client(self) -> bool:  # type: ignore[override]

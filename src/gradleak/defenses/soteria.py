@@ -150,7 +150,7 @@ class Soteria(Defense):
         if pruned_count(self.rate, units) == 0:
             return tensors
         seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
-        scores = representation_scores(client.model, name, client.images, client.mode, seed=seed)
+        scores = representation_scores(client.model, name, client.images, client.model_mode, seed=seed)
         if scores.numel() != units:
             raise GradleakError(f"soteria: layer {name!r} sees {scores.numel()} features but its update has "
                                 f"{units} columns")

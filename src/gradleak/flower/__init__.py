@@ -9,10 +9,18 @@ federation runs, so the records and configs import without it.
 from typing import Any
 
 from gradleak.errors import GradleakError
-from gradleak.flower.federation import FederationConfig, FederationResult, run_federation
-from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
-
-INSTALL_HINT = "pip install 'gradleak[flower]' (flwr[simulation]==1.41.*)"
+from gradleak.flower.federation import (
+    FederationConfig,
+    FederationResult,
+    run_federation,
+)
+from gradleak.flower.records import (
+    INSTALL_HINT,
+    AuditSchedule,
+    ClientAudit,
+    ClientData,
+    TrainingKeys,
+)
 
 
 def __getattr__(name: str) -> Any:

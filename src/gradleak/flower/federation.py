@@ -21,9 +21,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from gradleak.checks import check_seed
 from gradleak.errors import GradleakError
-from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
-from gradleak.records import LocalTraining, Protocol
+from gradleak.flower.records import (
+    INSTALL_HINT,
+    AuditSchedule,
+    ClientAudit,
+    ClientData,
+    TrainingKeys,
+)
+from gradleak.records import LocalTraining, Protocol, check_model_mode
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,7 @@ class FederationConfig:
     local_epochs: int = 4
     local_batch_size: int = 1
     lr: float = 0.2
-    mode: str = "eval"  # the model mode clients train in ("train": BatchNorm uses batch statistics)
+    model_mode: str = "eval"  # the mode clients train in ("train": BatchNorm uses batch statistics)
     audit_clients: tuple[int, ...] = (0,)  # partition ids
     audit_every: int = 1
     attack: str = "ig"
@@ -64,8 +71,8 @@ class FederationConfig:
                 raise GradleakError(f"{name} must be an integer >= 1, got {value!r}")
         if self.partition not in PARTITIONS:
             raise GradleakError(f"partition must be one of {list(PARTITIONS)}, got {self.partition!r}")
-        if self.mode not in ("train", "eval"):
-            raise GradleakError(f"mode must be 'train' or 'eval', got {self.mode!r}")
+        check_model_mode(self.model_mode)
+        check_seed(self.seed)
         object.__setattr__(self, "audit_clients", tuple(int(c) for c in self.audit_clients))
         bad = [c for c in self.audit_clients if not 0 <= c < self.clients]
         if bad:
@@ -124,20 +131,17 @@ class Federation:
 
 
 def build_federation(config: FederationConfig) -> Federation:
-    from gradleak.data import load_dataset
-    from gradleak.fl.partition import split_dirichlet, split_iid
-    from gradleak.models import build_model
+    from gradleak.data import DataSource, load_case, split_dirichlet, split_iid
 
-    train = load_dataset(config.dataset, None, split="train")
-    test = load_dataset(config.dataset, None, split="test")
+    case = load_case(DataSource(config.dataset), config.model, model_options=config.model_options, seed=config.seed)
+    train, test = case.data, case.split("test")
     images, labels = train.batch(list(range(len(train))))
     test_images, test_labels = test.batch(list(range(len(test))))
     if config.partition == "iid":
         shares = split_iid(images.shape[0], config.clients, config.seed)
     else:
         shares = split_dirichlet(labels, config.clients, config.alpha, config.seed)
-    model = build_model(config.model, num_classes=train.num_classes, input_shape=train.image_shape,
-                        seed=config.seed, **dict(config.model_options))
+    model = case.model
     norm = train.normalization
     return Federation(config, images, labels, (norm.normalize(test_images), test_labels), tuple(shares), norm,
                       model, tuple(train.image_shape))
@@ -145,10 +149,17 @@ def build_federation(config: FederationConfig) -> Federation:
 
 def client_app(fed: Federation):
     """A Flower ClientApp: local SGD on the round's draw, replying with the new weights."""
-    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.app import (
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Message,
+        MetricRecord,
+        RecordDict,
+    )
     from flwr.clientapp import ClientApp
 
-    from gradleak.fl.client import local_training
+    from gradleak.client import local_training
 
     app = ClientApp()
     keys = TrainingKeys(fallback=fed.config.training())
@@ -162,7 +173,7 @@ def client_app(fed: Federation):
         state = msg.content["arrays"].to_torch_state_dict()
         model = copy.deepcopy(fed.model)
         model.load_state_dict(state)
-        model.train(fed.config.mode == "train")
+        model.train(fed.config.model_mode == "train")
         data = fed.client_data(partition, server_round)
         params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if p.requires_grad}
         buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
@@ -189,24 +200,21 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
         from flwr.serverapp.strategy import FedAvg
         from flwr.simulation import run_simulation
     except ImportError:
-        from gradleak.flower import INSTALL_HINT
-
         raise GradleakError(f"the Flower federation needs Flower: {INSTALL_HINT}") from None
-    from gradleak.api import make_attack
     from gradleak.attacks import ATTACKS
-    from gradleak.fl.federated import accuracy
     from gradleak.flower.strategy import LeakageAudit
+    from gradleak.metrics import test_accuracy
 
     start = time.perf_counter()
     c = config
-    attack = make_attack(ATTACKS.get(c.attack), c.attack_options)  # a bad option fails before Ray starts
+    attack = ATTACKS.create(c.attack, c.attack_options)  # a bad option fails before Ray starts
     fed = build_federation(c)
     outcome: dict[str, Any] = {}
 
     def evaluate(server_round: int, arrays) -> MetricRecord:
         model = copy.deepcopy(fed.model)
         model.load_state_dict(arrays.to_torch_state_dict())
-        acc = accuracy(model, *fed.test)
+        acc = test_accuracy(model, *fed.test)
         if on_round is not None:
             on_round(server_round, acc)
         return MetricRecord({"accuracy": acc})
@@ -228,7 +236,7 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
                 schedule=AuditSchedule(every=c.audit_every, max_clients=len(c.audit_clients),
                                        clients={str(p) for p in c.audit_clients}),
                 knows_training=c.knows_training, normalization=fed.normalization, truth=truth,
-                test_data=fed.test, igsa_samples=c.igsa_samples, on_audit=on_audit, model_mode=c.mode,
+                test_data=fed.test, igsa_samples=c.igsa_samples, on_audit=on_audit, model_mode=c.model_mode,
                 seed=c.seed)
         result = wrapped.start(grid=grid, initial_arrays=ArrayRecord(fed.model.state_dict()), num_rounds=c.rounds,
                                train_config=ConfigRecord({"lr": c.lr, "local-epochs": c.local_epochs,

@@ -13,6 +13,8 @@ from gradleak.errors import GradleakError
 from gradleak.metrics.identify import Identification
 from gradleak.records import ImageMetrics, LocalTraining, Protocol
 
+INSTALL_HINT = "pip install 'gradleak[flower]' (flwr[simulation]==1.41.*)"
+
 
 @dataclass(frozen=True)
 class TrainingKeys:
@@ -137,7 +139,7 @@ class ClientAudit:
             "knows_training": self.knows_training, "attack": self.attack, "status": self.status,
             "update_norm": num(self.update_norm), "accuracy": num(self.accuracy), "igsa": num(self.igsa),
             "metrics": None if self.metrics is None else {
-                **{k: num(v) for k, v in self.metrics.summary().items()},
+                **{k: num(v) for k, v in self.metrics.means().items()},
                 "per_sample": {"psnr": [num(v) for v in self.metrics.psnr], "ssim": [num(v) for v in self.metrics.ssim]},
             },
             "identification": {i.metric: i.to_json() for i in self.identification},

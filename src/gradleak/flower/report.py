@@ -140,7 +140,7 @@ def write_federation(result: FederationResult, out: str | Path) -> Path:
     """Write the run's folder (replacing `out` atomically): audits.jsonl, federation.json,
     leakage.png, and reconstructions/round-R-client-C.png when images were kept."""
     from gradleak.io import write_folder
-    from gradleak.report import grid_png
+    from gradleak.pipelines.figures import grid_png
 
     summary = summarize(result)
 

@@ -23,12 +23,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
-from gradleak.api import output_classes
+from gradleak.analysis.igsa import igsa
 from gradleak.attacks import ATTACKS, Attack
 from gradleak.errors import GradleakError
-from gradleak.fl.federated import accuracy
 from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
-from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
+from gradleak.metrics import METRICS, identify, score_reconstruction, test_accuracy
+from gradleak.models import output_classes
+from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol, check_model_mode
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class LeakageAudit(Strategy):
         truth: `(round, reply) -> ClientData | None`, the auditor's ground truth in a
             simulation; without it only the update norm and the reconstruction are kept.
         test_data: (images in model space, labels) for the global model's accuracy.
-        identify_by: neighbour metrics for identification (`gradleak.metrics.identify`).
+        identify_by: metrics for identification (`gradleak.metrics.identify`).
         igsa_samples: perturbations per image for IGSA (0 turns it off).
         keep_images: keep each reconstruction (pixel space) in its `ClientAudit`.
         on_audit: called with each `ClientAudit` as soon as it exists.
@@ -72,14 +73,13 @@ class LeakageAudit(Strategy):
             raise GradleakError(f"strategy must be a flwr.serverapp.strategy.Strategy, got {type(strategy).__name__}")
         if not isinstance(model, nn.Module):
             raise GradleakError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if model_mode not in ("train", "eval"):
-            raise GradleakError(f"model_mode must be 'train' or 'eval', got {model_mode!r}")
+        check_model_mode(model_mode)
         self.strategy = strategy
         self.model_mode = model_mode
         self.model = copy.deepcopy(model).eval()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = output_classes(self.model, self.input_shape)
-        self.attack = ATTACKS.get(attack)() if isinstance(attack, str) else attack
+        self.attack = ATTACKS.create(attack) if isinstance(attack, str) else attack
         if not isinstance(self.attack, Attack):
             raise GradleakError(f"attack must be a gradleak Attack or a registered name, got {type(attack).__name__}")
         self.attack_name = attack if isinstance(attack, str) else type(attack).__name__
@@ -92,10 +92,8 @@ class LeakageAudit(Strategy):
         self.normalization = normalization
         self.truth = truth
         self.test_data = test_data
-        from gradleak.metrics.identify import NEIGHBOUR_METRICS
-
         for metric in identify_by:
-            NEIGHBOUR_METRICS.get(metric)  # an unknown name fails here, not after round 1's aggregation
+            METRICS.get(metric)  # an unknown name fails here, not after round 1's aggregation
         if isinstance(igsa_samples, bool) or not isinstance(igsa_samples, int) or igsa_samples < 0:
             raise GradleakError(f"igsa_samples must be an integer >= 0 (0: no IGSA), got {igsa_samples!r}")
         self.identify_by = tuple(identify_by)
@@ -205,11 +203,9 @@ class LeakageAudit(Strategy):
         pixels = self._pixels(recon.data).clamp(0, 1)
         metrics, found, igsa_score = None, (), None
         if data is not None and data.images.shape[0] == num_samples:
-            from gradleak.metrics import evaluate_images
-            from gradleak.metrics.identify import identify
-
-            metrics = evaluate_images(pixels, data.images, predicted_labels=recon.labels, true_labels=data.labels)
-            pixels = pixels[list(metrics.assignment)]
+            scored = score_reconstruction(recon, data.images, normalization=self.normalization,
+                                          true_labels=data.labels)
+            metrics, pixels = scored.metrics, scored.reconstruction
             found = tuple(identify(pixels, data.partition, true_index=data.positions, metric=m)
                           for m in self.identify_by)
             igsa_score = self._igsa(model, data)
@@ -217,7 +213,8 @@ class LeakageAudit(Strategy):
             log.warning("round %d client %s: the truth holds %d images but the reply says %d; not scored",
                         server_round, data.client, data.images.shape[0], num_samples)
         if id(sent_arrays) not in accuracy_cache:  # one evaluation per global model, however many clients
-            accuracy_cache[id(sent_arrays)] = accuracy(model, *self.test_data) if self.test_data is not None else None
+            accuracy_cache[id(sent_arrays)] = (test_accuracy(model, *self.test_data) if self.test_data is not None
+                                               else None)
         acc = accuracy_cache[id(sent_arrays)]
         return ClientAudit(server_round=server_round, node_id=node, client=None if data is None else data.client,
                            num_samples=num_samples, training=training, knows_training=self.knows_training,
@@ -244,8 +241,6 @@ class LeakageAudit(Strategy):
     def _igsa(self, model: nn.Module, data: ClientData) -> float | None:
         if self.igsa_samples < 1:
             return None
-        from gradleak.analysis.igsa import igsa
-
         return igsa(model, self._model_space(data.images), data.labels, samples=self.igsa_samples,
                     seed=self.seed).score
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from gradleak.errors import GradleakError
-from gradleak.metrics.functional import mse, psnr_from_mse, ssim
+from gradleak.metrics.catalog import DEFAULT_METRICS, METRICS
 from gradleak.metrics.matching import match
 from gradleak.records import ImageMetrics
 
@@ -54,16 +54,21 @@ def evaluate_images(
     *,
     predicted_labels: Sequence[int] | torch.Tensor | None = None,
     true_labels: Sequence[int] | torch.Tensor | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
     matching: str = "mse",
 ) -> ImageMetrics:
-    """Match reconstructions to originals and compute MSE, PSNR and SSIM per original.
+    """Match reconstructions to originals and compute each of `metrics` per original.
 
     Both batches are (N, C, H, W) in [0, 1] pixel space (denormalize first). The
     reconstruction is clamped to [0, 1] (so +-inf become 1 and 0). NaN pixels count as
     the worst case: they take part in matching as mid-grey (0.5), and are then scored
     as the value farthest from the matched original pixel (0 where it is >= 0.5, else 1).
-    Label accuracy (multiset) is computed when both label sets are given.
+    Label accuracy (multiset) is computed when both label sets are given. `metrics` and
+    `matching` are names in `METRICS` (matching by MSE, PSNR or a perceptual distance).
     """
+    if isinstance(metrics, str) or not metrics:
+        raise GradleakError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    chosen = {METRICS.entry(name).name: METRICS.get(name) for name in metrics}
     for name, t in (("reconstruction", reconstruction), ("original", original)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -94,7 +99,7 @@ def evaluate_images(
     worst = torch.where(orig >= 0.5, 0.0, 1.0).to(torch.float64)
     matched = torch.where(nan[assignment], worst, matched)
 
-    err = mse(matched, orig)
+    values = {name: tuple(float(v) for v in metric.per_sample(matched, orig)) for name, metric in chosen.items()}
     accuracy = None
     if predicted_labels is not None and true_labels is not None:
         n = orig.shape[0]
@@ -103,13 +108,8 @@ def evaluate_images(
             if count != n:
                 raise GradleakError(f"{name} must hold one label per image ({n}), got {count}")
         accuracy = label_accuracy(predicted_labels, true_labels)
-    return ImageMetrics(
-        mse=tuple(float(v) for v in err),
-        psnr=tuple(float(v) for v in psnr_from_mse(err)),
-        ssim=tuple(float(v) for v in ssim(matched, orig)),
-        assignment=tuple(int(v) for v in assignment),
-        label_accuracy=accuracy,
-    )
+    return ImageMetrics(values=values, assignment=tuple(int(v) for v in assignment), label_accuracy=accuracy,
+                        matching=matching)
 
 
 __all__ = ["evaluate_images", "label_accuracy"]

@@ -17,42 +17,16 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from gradleak.errors import GradleakError
-from gradleak.metrics.functional import _as_batch, pairwise_mse, pairwise_ssim, psnr_from_mse
-from gradleak.metrics.lpips import pairwise_lpips
-from gradleak.registry import Registry
+from gradleak.metrics.catalog import METRICS
+from gradleak.metrics.functional import _as_batch
 
 PIXEL_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True)
-class NeighbourMetric:
-    """A pairwise metric (x (N, C, H, W), y (M, C, H, W)) -> (N, M) and which way is closer."""
-
-    pairwise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    higher_is_closer: bool
-
-
-def _pairwise_psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return psnr_from_mse(pairwise_mse(x, y))
-
-
-NEIGHBOUR_METRICS: Registry[NeighbourMetric] = Registry("neighbour metric")
-NEIGHBOUR_METRICS.add("psnr", NeighbourMetric(_pairwise_psnr, True), "PSNR in dB, peak 1.0 (higher is closer)")
-NEIGHBOUR_METRICS.add("ssim", NeighbourMetric(pairwise_ssim, True), "SSIM, Gaussian window (higher is closer)")
-NEIGHBOUR_METRICS.add("mse", NeighbourMetric(pairwise_mse, False), "mean squared error (lower is closer)")
-NEIGHBOUR_METRICS.add(
-    "lpips", NeighbourMetric(partial(pairwise_lpips, net="alex", variant="standard"), False),
-    "LPIPS v0.1, AlexNet (lower is closer; needs the torchvision and lpips weights)")
-NEIGHBOUR_METRICS.add(
-    "stlpips", NeighbourMetric(partial(pairwise_lpips, net="alex", variant="shift-tolerant"), False),
-    "shift-tolerant LPIPS, AlexNet (lower is closer; needs the stlpips-pytorch weights)")
 
 
 @dataclass(frozen=True)
@@ -130,10 +104,10 @@ def identify(
     """Nearest neighbour of each reconstruction (N, C, H, W) among `candidates` (M, C, H, W), both in [0, 1].
 
     `true_index[j]` (optional, None entries allowed) is the candidate index of the image
-    reconstruction j should identify. `metric` is a name in `NEIGHBOUR_METRICS`. Ties go
-    to the lowest candidate index.
+    reconstruction j should identify. `metric` is a name in `METRICS`. Ties go to the
+    lowest candidate index.
     """
-    entry = NEIGHBOUR_METRICS.entry(metric)  # unknown names: the error lists the known ones
+    entry = METRICS.entry(metric)  # unknown names: the error lists the known ones
     closeness = entry.factory
     rec, cand = _pixels(reconstruction, "reconstruction"), _pixels(candidates, "candidates")
     if rec.shape[1:] != cand.shape[1:]:
@@ -143,7 +117,7 @@ def identify(
     n, m = rec.shape[0], cand.shape[0]
     truth = _true_indices(true_index, n, m)
     values = closeness.pairwise(rec, cand).detach().to(torch.float64).cpu().numpy()
-    distance = -values if closeness.higher_is_closer else values  # smaller is closer; negation is exact
+    distance = -values if closeness.higher_is_better else values  # smaller is closer; negation is exact
     order = np.argsort(distance, axis=1, kind="stable")  # stable: ties keep the lowest index first
 
     nearest, best, second, ranks, hits = [], [], [], [], []
@@ -159,4 +133,4 @@ def identify(
                           tuple(truth), tuple(ranks), tuple(hits))
 
 
-__all__ = ["NEIGHBOUR_METRICS", "Identification", "NeighbourMetric", "identify"]
+__all__ = ["Identification", "identify"]

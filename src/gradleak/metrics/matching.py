@@ -6,54 +6,23 @@ computed on the pairs of a minimum-cost one-to-one assignment.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from gradleak.errors import GradleakError
-from gradleak.metrics.functional import pairwise_mse, pairwise_ssim
-from gradleak.metrics.lpips import pairwise_lpips
-from gradleak.registry import Registry
-
-# A cost takes (original (N, C, H, W), reconstruction (M, C, H, W)) and returns an
-# (N, M) tensor, lower is better.
-PairwiseCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MATCHING_COSTS: Registry[PairwiseCost] = Registry("matching cost")
-
-
-@MATCHING_COSTS.register("mse", "mean squared error between every original and reconstruction")
-def mse_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    return pairwise_mse(original, reconstruction)
-
-
-@MATCHING_COSTS.register("ssim", "1 - SSIM between every original and reconstruction (slower)")
-def ssim_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    return 1.0 - pairwise_ssim(original, reconstruction)
-
-
-@MATCHING_COSTS.register("lpips", "LPIPS (AlexNet, Zhang et al. 2018) between every original and reconstruction")
-def lpips_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    return pairwise_lpips(original, reconstruction, net="alex", variant="standard")
-
-
-@MATCHING_COSTS.register(
-    "stlpips", "shift-tolerant LPIPS (AlexNet, Ghildyal & Liu 2022) between every original and reconstruction"
-)
-def stlpips_cost(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    return pairwise_lpips(original, reconstruction, net="alex", variant="shift-tolerant")
+from gradleak.metrics.catalog import METRICS
 
 
 def match(reconstruction: torch.Tensor, original: torch.Tensor, cost: str = "mse") -> torch.Tensor:
     """Indices (N,) such that `reconstruction[out[i]]` is matched to `original[i]`.
 
-    Minimizes the summed pairwise `cost` (a name in `MATCHING_COSTS`) with the
-    Hungarian algorithm. There may be more reconstructions than originals; extra ones
+    Minimizes the summed pairwise cost of metric `cost` (a name in `METRICS`; its
+    `ImageMetric.cost`, so higher-is-better metrics are negated) with the Hungarian algorithm. There may be more reconstructions than originals; extra ones
     stay unmatched. Non-finite costs (NaN reconstructions) count as worse than any
     finite cost instead of failing the assignment.
     """
-    cost_fn = MATCHING_COSTS.get(cost)
+    metric = METRICS.get(cost)
     for name, t in (("reconstruction", reconstruction), ("original", original)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -71,7 +40,7 @@ def match(reconstruction: torch.Tensor, original: torch.Tensor, cost: str = "mse
         )
     if n == 0:
         return torch.zeros(0, dtype=torch.long)
-    matrix = cost_fn(original, reconstruction).detach().to(torch.float64).cpu().numpy()
+    matrix = metric.cost(original, reconstruction).detach().to(torch.float64).cpu().numpy()
     if matrix.shape != (n, m):
         raise GradleakError(f"matching cost {cost!r} must return shape {(n, m)}, got {matrix.shape}")
     finite = np.isfinite(matrix)
@@ -85,4 +54,4 @@ def match(reconstruction: torch.Tensor, original: torch.Tensor, cost: str = "mse
     return torch.from_numpy(out)
 
 
-__all__ = ["MATCHING_COSTS", "PairwiseCost", "match"]
+__all__ = ["match"]

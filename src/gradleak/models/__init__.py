@@ -8,8 +8,6 @@ Registered: lenet (DLG), convnet (Inverting Gradients, with the SoK's micro-desi
 switches), mlp, precode (a base model with PRECODE's variational bottleneck), resnet18 / resnet34 (CIFAR variant), cnn6 / cnn6-d / fcn3 (R-GAP).
 """
 
-from gradleak.models.build import MODELS, build_model, load_checkpoint, model_options
-
 # imported for their registrations in MODELS
 from gradleak.models import convnet as _convnet  # noqa: E402,F401
 from gradleak.models import lenet as _lenet  # noqa: E402,F401
@@ -17,5 +15,12 @@ from gradleak.models import mlp as _mlp  # noqa: E402,F401
 from gradleak.models import precode as _precode  # noqa: E402,F401
 from gradleak.models import resnet as _resnet  # noqa: E402,F401
 from gradleak.models import rgap as _rgap  # noqa: E402,F401
+from gradleak.models.build import (
+    MODELS,
+    build_model,
+    load_checkpoint,
+    model_options,
+    output_classes,
+)
 
-__all__ = ["MODELS", "build_model", "load_checkpoint", "model_options"]
+__all__ = ["MODELS", "build_model", "load_checkpoint", "model_options", "output_classes"]

@@ -8,6 +8,7 @@ drift from the code.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Mapping
@@ -17,9 +18,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from gradleak.checks import check_int, check_positive_int
 from gradleak.errors import GradleakError
 from gradleak.models.layers import check_input_shape
-from gradleak.registry import Registry
+from gradleak.registry import Registry, check_options
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,13 @@ def model_options(name: str) -> dict[str, object]:
     }
 
 
+def check_model_options(name: str, options: Any) -> None:
+    """Raise, in the registries' one wording, if `options` names one model `name` does not take."""
+    key, factory = resolve(name)
+    fixed = tuple(list(inspect.signature(factory).parameters)[:2])  # num_classes, input_shape
+    check_options("model", key, factory, options, fixed)
+
+
 def build_model(
     name: str,
     *,
@@ -85,18 +94,9 @@ def build_model(
     model never shifts the randomness of the data, client or attack that follow.
     """
     key, factory = resolve(name)
-    accepted = model_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        listed = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) if accepted else "(none)"
-        raise GradleakError(
-            f"model {key!r} does not accept option(s) {', '.join(repr(u) for u in unknown)}; "
-            f"accepted options (with defaults): {listed}"
-        )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise GradleakError(f"num_classes must be an integer >= 1; got {num_classes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise GradleakError(f"seed must be an integer; got {seed!r}")
+    check_model_options(name, options)
+    check_positive_int("num_classes", num_classes)
+    check_int("seed", seed, low=0, high=2**63 - 1)
     shape = check_input_shape(key, input_shape)
     # fork only the CPU generator: construction happens on the CPU, and forking CUDA
     # generators would initialize CUDA as a side effect
@@ -176,3 +176,16 @@ def _unwrap(raw: object, shown: str) -> dict[str, torch.Tensor]:
                                 f"expected a state_dict (a dict of tensors, bare or under "
                                 f"{' or '.join(map(repr, _WRAPPER_KEYS))})")
     return dict(raw)
+
+
+def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Number of model outputs for one input of `input_shape` (run on a private copy)."""
+    probe = copy.deepcopy(model).eval()
+    try:
+        with torch.no_grad():
+            out = probe(torch.zeros(1, *input_shape))
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise GradleakError(
+            f"input_shape {tuple(input_shape)} does not fit the model: {str(exc).splitlines()[0]}"
+        ) from None
+    return int(out.reshape(1, -1).shape[1])

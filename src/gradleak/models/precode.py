@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradleak.client.losses import model_regularization  # noqa: F401  (re-exported: PRECODE's KL term)
 from gradleak.errors import GradleakError
-from gradleak.fl.losses import model_regularization  # noqa: F401  (re-exported: PRECODE's KL term)
-from gradleak.models.build import MODELS, model_options, resolve
+from gradleak.models.build import MODELS, check_model_options, resolve
 from gradleak.models.layers import boolean, check_input_shape, positive_int
 
 log = logging.getLogger(__name__)
@@ -141,12 +141,10 @@ def precode(
     if base_options is not None and not isinstance(base_options, Mapping):
         raise GradleakError(f"precode: option base_options must be a mapping of option=value; got {base_options!r}")
     options = dict(base_options or {})
-    accepted = model_options(base)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        listed = ", ".join(f"{key}={value!r}" for key, value in accepted.items()) or "(none)"
-        raise GradleakError(f"precode: base model {base!r} does not accept option(s) {unknown} in base_options; "
-                            f"accepted options (with defaults): {listed}")
+    try:
+        check_model_options(base, options)
+    except GradleakError as exc:
+        raise GradleakError(f"precode: base_options: {exc}") from None
     # the factory, not build_model, so the base consumes the caller's seeded RNG stream
     model = resolve(base)[1](num_classes, shape, **options)
     seed = int(torch.randint(0, 2**31 - 1, ()))

@@ -16,7 +16,6 @@ import torch
 
 from gradleak.errors import GradleakError
 from gradleak.sweep.records import DONE, FAILED, Cell, CellRow
-from gradleak.sweep.spec import BUILTIN_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +28,19 @@ class CellOutcome:
 
 def run_cell(cell: Cell, sweep: str) -> CellOutcome:
     """Audit one cell. A user error or a crash inside the attack becomes a failed row."""
-    from gradleak.audit import AuditConfig, run_audit, versions
-    from gradleak.metrics import METRICS
-    from gradleak.report import grid_png
+    from gradleak.pipelines.audit import AuditConfig, run_audit, versions
+    from gradleak.pipelines.write import audit_grid_png
 
     started = time.time()
     try:
         run = run_audit(AuditConfig.from_settings(cell.settings))
         result = run.result
-        per_sample = {"psnr": result.metrics.psnr, "ssim": result.metrics.ssim, "mse": result.metrics.mse}
+        per_sample = dict(result.metrics.values)
         timings = dict(result.timings)
         if result.peak_memory_bytes is not None:
             timings["peak_memory_mib"] = result.peak_memory_bytes / 2**20
-        for name in cell.metrics:
-            if name in BUILTIN_METRICS:
-                continue
-            t0 = time.perf_counter()
-            values = METRICS.get(name)(run.reconstruction, run.original)
-            per_sample[name] = tuple(float(v) for v in values)
-            timings[f"{name}_s"] = time.perf_counter() - t0
-        metrics = {k: sum(v) / len(v) for k, v in per_sample.items()}
-        if result.metrics.label_accuracy is not None:
-            metrics["label_accuracy"] = result.metrics.label_accuracy
-        metrics["psnr_max"] = max(per_sample["psnr"])
-        png = grid_png(run.original, run.reconstruction, psnr=list(result.metrics.psnr))
+        metrics = result.metrics.means()
+        png = audit_grid_png(run)
         row = CellRow(key=cell.key, sweep=sweep, settings=cell.settings, axes=cell.axes, status=DONE,
                       metrics=metrics, per_sample=per_sample, timings=timings, versions=result.versions,
                       started=started, finished=time.time(),

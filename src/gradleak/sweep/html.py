@@ -19,9 +19,10 @@ from typing import Any, Sequence
 from gradleak.errors import GradleakError
 from gradleak.io import atomic_write_text
 from gradleak.metrics.leak import PERCEPTUAL_THRESHOLD, PSNR_THRESHOLD_DB
+from gradleak.sweep.export import csv_text
 from gradleak.sweep.records import CellRow
 from gradleak.sweep.store import ResultStore
-from gradleak.sweep.summary import MetricStat, Setting, Summary, csv_text, format_value, summarize
+from gradleak.sweep.summary import MetricStat, Setting, Summary, format_value, summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY_CHARS = 12  # cell keys are SHA-256 hex; a prefix identifies them in tables
@@ -238,11 +239,11 @@ def _failures(summary: Summary) -> str:
 
 def render_html(summary: Summary, *, store: Path, artifact_dir: Path, sweep: str | None = None) -> str:
     """The page's HTML text for `summary` (images read from `artifact_dir`)."""
-    from gradleak import __version__
+    from gradleak.io import package_version
 
     title = f"gradleak sweep report: {sweep or store.name}"
     parts = [f"<h1>{_e(title)}</h1>",
-             f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by gradleak {_e(__version__)}.</p>"]
+             f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by gradleak {_e(package_version())}.</p>"]
     if summary.cells == 0:
         parts.append("<p class='warn'>The store holds no cells" + (" for this sweep" if sweep else "") + ".</p>")
     elif summary.done == 0:

@@ -11,7 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from gradleak.sweep.summary import Axis, Setting, Stat, Summary, canonical, format_value, stat
+from gradleak.sweep.summary import (
+    Setting,
+    Stat,
+    Summary,
+    SweptAxis,
+    canonical,
+    format_value,
+    stat,
+)
 
 MAX_LINES = 6  # more combinations of the other axes than this are averaged into one line
 LABEL_CHARS = 32
@@ -45,7 +53,7 @@ def _values(settings: Sequence[Setting], metric: str) -> list[float]:
     return out
 
 
-def _series(summary: Summary, metric: str, axis: Axis) -> tuple[list[tuple[str, list[Stat]]], str]:
+def _series(summary: Summary, metric: str, axis: SweptAxis) -> tuple[list[tuple[str, list[Stat]]], str]:
     """(label, one Stat per axis value) per line, and how the other axes were treated."""
     others = [a for a in summary.setting_axes if a.name != axis.name]
     index = {a.name: i for i, a in enumerate(summary.setting_axes)}
@@ -72,7 +80,7 @@ def _series(summary: Summary, metric: str, axis: Axis) -> tuple[list[tuple[str, 
     return series, how
 
 
-def metric_plot(summary: Summary, metric: str, axis: Axis, *, dpi: int = 80) -> Plot:
+def metric_plot(summary: Summary, metric: str, axis: SweptAxis, *, dpi: int = 80) -> Plot:
     """`metric` against `axis`: mean and a band (numeric axis) or bars (categories) of +-1 std."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

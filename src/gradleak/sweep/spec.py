@@ -38,11 +38,10 @@ from gradleak.sweep.records import Cell
 TOP_KEYS = ("name", "description", "metrics", "base", "grid", "zip")
 NESTED = ("attack_options", "model_options")
 DEFAULT_METRICS = ("psnr", "ssim", "mse")
-BUILTIN_METRICS = frozenset(DEFAULT_METRICS)  # computed by every audit; others are added per cell
 
 
 @dataclass(frozen=True)
-class Axis:
+class GridAxis:
     """One product factor: a single swept setting, or several zipped together."""
 
     names: tuple[str, ...]
@@ -54,7 +53,7 @@ class Axis:
 class SweepSpec:
     name: str
     base: Mapping[str, Any]  # dotted name -> value
-    axes: tuple[Axis, ...]
+    axes: tuple[GridAxis, ...]
     metrics: tuple[str, ...]
     source: str
     description: str = ""
@@ -102,13 +101,15 @@ def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _check_keys(settings: Mapping[str, Any], where: str) -> None:
-    from gradleak.audit import config_keys
+    from gradleak.pipelines.config import accepted_keys, config_keys
 
-    allowed = config_keys()
+    allowed = accepted_keys()
     for key in settings:
         head = key.split(".", 1)[0]
+        if head == "metrics":
+            raise GradleakError(f"{where}.metrics: the metrics of a sweep are its top-level 'metrics' list")
         if head not in allowed or ("." in key and head not in NESTED):
-            raise GradleakError(f"{where}.{key}: unknown setting; allowed: {', '.join(allowed)}, "
+            raise GradleakError(f"{where}.{key}: unknown setting; allowed: {', '.join(config_keys())}, "
                                 f"and {'/'.join(NESTED)}.NAME for one option")
 
 
@@ -160,7 +161,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise GradleakError(f"{src}: base must be a mapping of settings, got {base!r}")
     base = _flatten(base, f"{src}: base")
 
-    axes: list[Axis] = []
+    axes: list[GridAxis] = []
     grid = data.get("grid") or {}
     if not isinstance(grid, Mapping):
         raise GradleakError(f"{src}: grid must be a mapping of setting -> values, got {grid!r}")
@@ -168,7 +169,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         key = str(key).replace("-", "_")
         _check_keys({key: None}, f"{src}: grid")
         where = f"grid.{key}"
-        axes.append(Axis((key,), tuple((v,) for v in _values(value, f"{src}: {where}")), where))
+        axes.append(GridAxis((key,), tuple((v,) for v in _values(value, f"{src}: {where}")), where))
     zipped = data.get("zip") or []
     if not isinstance(zipped, list):
         raise GradleakError(f"{src}: zip must be a list of mappings of equally long lists, got {zipped!r}")
@@ -182,7 +183,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if len({len(c) for c in columns}) != 1:
             lengths = {k: len(c) for k, c in zip(names, columns)}
             raise GradleakError(f"{src}: {where}: zipped axes must have equal lengths, got {lengths}")
-        axes.append(Axis(names, tuple(zip(*columns)), where))
+        axes.append(GridAxis(names, tuple(zip(*columns)), where))
     all_names = [n for a in axes for n in a.names]
     repeated = sorted({n for n in all_names if all_names.count(n) > 1})
     if repeated:
@@ -211,29 +212,25 @@ def _check_metrics(metrics, where: str) -> None:
             raise GradleakError(f"{where}[{i}]: metric {m!r} cannot run here: {exc}") from None
 
 
-def _defaults(factory: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A factory's keyword defaults that are plain data (what JSON can hold)."""
-    from gradleak.api import option_parameters
-
+def _plain_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults that are plain data (what JSON can hold): the rest cannot key a cell."""
     out = {}
-    for p in option_parameters(factory):
-        if p.name in skip or p.default is inspect.Parameter.empty:
+    for name, default in defaults.items():
+        if default is inspect.Parameter.empty:
             continue
         try:
-            json.dumps(p.default)
+            json.dumps(default)
         except TypeError:
             continue
-        out[p.name] = p.default
+        out[name] = default
     return out
 
 
 def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[str, ...], where: str) -> Cell:
     """Build and validate one cell from dotted settings; errors are prefixed with `where`."""
-    from gradleak.api import make_attack
     from gradleak.attacks import ATTACKS
-    from gradleak.audit import AuditConfig
-    from gradleak.data import DATASETS
-    from gradleak.models.build import resolve
+    from gradleak.models.build import check_model_options, model_options
+    from gradleak.pipelines.config import AuditConfig
 
     settings: dict[str, Any] = {"attack_options": {}, "model_options": {}}
     for key, value in flat.items():
@@ -246,25 +243,19 @@ def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[s
             settings[key] = {**settings.get(key, {}), **value}
         else:
             settings[key] = value
+    settings["metrics"] = tuple(metrics)
     try:
-        DATASETS.entry(settings.get("dataset", "photos"))
         config = AuditConfig.from_settings(settings)
-        attack_cls = ATTACKS.get(config.attack)
-        make_attack(attack_cls, config.attack_options)
-        _, factory = resolve(config.model)
-        model_defaults = _defaults(factory, skip=("num_classes", "input_shape"))
-        unknown = sorted(set(config.model_options) - set(inspect.signature(factory).parameters))
-        if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()):
-            raise GradleakError(f"model {config.model!r} does not take options {unknown}; it takes: "
-                                f"{', '.join(model_defaults)}")
+        check_model_options(config.model, config.model_options)
+        model_defaults = _plain_defaults(model_options(config.model))
     except GradleakError as exc:
         raise GradleakError(f"{where}: {exc}") from None
     resolved = config.to_dict()
-    resolved["attack_options"] = {**_defaults(attack_cls), **resolved["attack_options"]}
+    resolved["attack_options"] = {**_plain_defaults(ATTACKS.options(config.attack)), **resolved["attack_options"]}
     resolved["model_options"] = {**model_defaults, **resolved["model_options"]}
     canonical = json.dumps({"settings": resolved, "metrics": sorted(metrics)}, sort_keys=True, default=str)
     key = hashlib.sha256(canonical.encode()).hexdigest()[:32]
     return Cell(key=key, settings=resolved, axes=_plain(dict(axes)), metrics=tuple(metrics))
 
 
-__all__ = ["Axis", "SweepSpec", "load_sweep", "make_cell"]
+__all__ = ["GridAxis", "SweepSpec", "load_sweep", "make_cell"]

@@ -9,20 +9,20 @@ statistic, and `n` counts the values used.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from gradleak.errors import GradleakError
-from gradleak.io import atomic_write_text
-from gradleak.metrics.leak import PERCEPTUAL_THRESHOLD, PSNR_THRESHOLD_DB, LeakRates, leak_rates
+from gradleak.metrics.leak import (
+    PERCEPTUAL_THRESHOLD,
+    PSNR_THRESHOLD_DB,
+    LeakRates,
+    leak_rates,
+)
 from gradleak.sweep.records import DONE, FAILED, REPLICATE_AXES, CellRow
 
 PERCEPTUAL_METRICS = ("lpips", "stlpips")  # preferred first: the SoK's thresholds are LPIPS values
@@ -60,7 +60,7 @@ class MetricStat:
 
 
 @dataclass(frozen=True)
-class Axis:
+class SweptAxis:
     """A swept axis: its distinct values in sweep order."""
 
     name: str
@@ -106,7 +106,7 @@ class Summary:
     cells: int
     done: int
     failed: int
-    axes: tuple[Axis, ...]  # every axis of the rows, in sweep order
+    axes: tuple[SweptAxis, ...]  # every axis of the rows, in sweep order
     fixed: tuple[tuple[str, Any], ...]  # axes with one value and settings shared by every row
     metrics: tuple[str, ...]  # metrics of the done rows
     settings: tuple[Setting, ...]
@@ -117,11 +117,11 @@ class Summary:
     versions: tuple[tuple[str, tuple[str, ...]], ...]  # package -> the distinct versions seen
 
     @property
-    def swept_axes(self) -> tuple[Axis, ...]:
+    def swept_axes(self) -> tuple[SweptAxis, ...]:
         return tuple(a for a in self.axes if a.swept)
 
     @property
-    def setting_axes(self) -> tuple[Axis, ...]:
+    def setting_axes(self) -> tuple[SweptAxis, ...]:
         """Swept axes that are settings (not replicates): the ones compared and plotted."""
         return tuple(a for a in self.axes if a.swept and not a.replicate)
 
@@ -189,7 +189,7 @@ def _spec_orders(specs: Iterable[Mapping[str, Any]]) -> tuple[list[str], dict[st
     return names, orders
 
 
-def _axes(rows: Sequence[CellRow], specs: Iterable[Mapping[str, Any]]) -> tuple[Axis, ...]:
+def _axes(rows: Sequence[CellRow], specs: Iterable[Mapping[str, Any]]) -> tuple[SweptAxis, ...]:
     spec_names, spec_orders = _spec_orders(specs)
     seen: list[str] = []
     for row in rows:
@@ -210,7 +210,7 @@ def _axes(rows: Sequence[CellRow], specs: Iterable[Mapping[str, Any]]) -> tuple[
             rank = {c: i for i, c in enumerate(spec_orders.get(name, []))}
             keys = sorted(distinct, key=lambda c: (rank.get(c, len(rank)), list(distinct).index(c)))
             ordered = [distinct[c] for c in keys]
-        axes.append(Axis(name, tuple(ordered), numeric, name in REPLICATE_AXES))
+        axes.append(SweptAxis(name, tuple(ordered), numeric, name in REPLICATE_AXES))
     return tuple(axes)
 
 
@@ -224,7 +224,7 @@ def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _fixed(rows: Sequence[CellRow], axes: Sequence[Axis]) -> tuple[tuple[str, Any], ...]:
+def _fixed(rows: Sequence[CellRow], axes: Sequence[SweptAxis]) -> tuple[tuple[str, Any], ...]:
     fixed = {a.name: a.values[0] for a in axes if not a.swept}
     flats = [_flat(r.settings) for r in rows]
     if flats:
@@ -235,7 +235,7 @@ def _fixed(rows: Sequence[CellRow], axes: Sequence[Axis]) -> tuple[tuple[str, An
     return tuple(fixed.items())
 
 
-def _metric_names(rows: Sequence[CellRow]) -> tuple[str, ...]:
+def metric_names(rows: Sequence[CellRow]) -> tuple[str, ...]:
     names = {m for r in rows for m in r.metrics}
     return tuple([m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER)))
 
@@ -288,7 +288,7 @@ def summarize(rows: Sequence[CellRow], *, specs: Iterable[Mapping[str, Any]] = (
     failed = [r for r in rows if r.status == FAILED]
     axes = _axes(rows, specs)
     setting_axes = [a for a in axes if a.swept and not a.replicate]
-    metrics = _metric_names(done)
+    metrics = metric_names(done)
     perceptual = next((m for m in PERCEPTUAL_METRICS if any(m in r.per_sample for r in done)), None)
 
     groups: dict[tuple[str, ...], list[CellRow]] = {}
@@ -321,50 +321,5 @@ def summarize(rows: Sequence[CellRow], *, specs: Iterable[Mapping[str, Any]] = (
         versions=tuple((k, tuple(v)) for k, v in sorted(versions.items())))
 
 
-def _csv_value(value: Any, none: str = "") -> str:
-    if value is UNSET:
-        return ""
-    if value is None:
-        return none
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def csv_text(rows: Sequence[CellRow]) -> str:
-    """The CSV `write_csv` writes."""
-    axes = sorted({a for r in rows for a in r.axes})
-    metrics = list(_metric_names(rows))
-    timings = sorted({t for r in rows for t in r.timings})
-    groups = (("axis", axes), ("metric", metrics), ("time", timings))
-    fixed = ["key", "sweep", "status", "attempts"]
-    taken = list(fixed)
-    header = list(fixed)
-    for kind, names in groups:
-        for name in names:
-            # plain names read best; a name used twice gets its kind as a prefix
-            column = name if name not in taken and sum(name in n for _, n in groups) == 1 else f"{kind}.{name}"
-            taken.append(column)
-            header.append(column)
-    header.append("error")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for r in rows:
-        writer.writerow([r.key, r.sweep, r.status, r.attempts]
-                        + [_csv_value(r.axes.get(a, UNSET), none="null") for a in axes]  # None is a value
-                        + [_csv_value(r.metrics.get(m)) for m in metrics]
-                        + [_csv_value(r.timings.get(t)) for t in timings]
-                        + [r.error or ""])
-    return buffer.getvalue()
-
-
-def write_csv(rows: Sequence[CellRow], path: str | os.PathLike[str]) -> Path:
-    """One line per row (key, sweep, status, attempts, axes, metric means, timings, error), atomically."""
-    return atomic_write_text(path, csv_text(rows))
-
-
-__all__ = ["PERCEPTUAL_METRICS", "UNSET", "Axis", "FailedCell", "MetricStat", "Setting", "Stat", "Summary",
-           "canonical", "csv_text", "format_value", "is_number", "stat", "summarize", "write_csv"]
+__all__ = ["PERCEPTUAL_METRICS", "UNSET", "FailedCell", "MetricStat", "Setting", "Stat", "Summary", "SweptAxis",
+           "canonical", "format_value", "is_number", "metric_names", "stat", "summarize"]

@@ -17,7 +17,12 @@ from gradleak.defenses.ats.policies import (
     parse_policy,
     sample_policies,
 )
-from gradleak.defenses.ats.score import ScoredPolicy, accuracy_score, privacy_score, search_policies
+from gradleak.defenses.ats.score import (
+    ScoredPolicy,
+    accuracy_score,
+    privacy_score,
+    search_policies,
+)
 
 __all__ = [
     "ATS", "LEVEL_RANGES", "OPS", "PAPER_POLICIES", "PAPER_POLICY_SETTINGS", "Policy", "ScoredPolicy",

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import torch
 
+from gradleak.checks import check_seed
+from gradleak.client import simulate_client
 from gradleak.data.base import Normalization
 from gradleak.defenses.ats.policies import Policy, parse_policy
-from gradleak.defenses.base import ClientBatch, Defense, check_seed
+from gradleak.defenses.base import ClientBatch, TrainingDefense
 from gradleak.errors import GradleakError
-from gradleak.fl.client import simulate_client
+from gradleak.records import ClientUpdate
 
 
-class ATS(Defense):
-    """Train on the batch transformed by `policy` ("3-1-7"); needs the client's batch."""
+class ATS(TrainingDefense):
+    """Train on the batch transformed by `policy` ("3-1-7"); a training defense (first in a chain)."""
 
     name = "ats"
-    needs_client = True
     _spec_fields = ("policy",)
 
     def __init__(self, policy: str = "3-1-7", *, normalization: Normalization | None = None) -> None:
@@ -49,15 +50,11 @@ class ATS(Defense):
         policy_seed, _ = _seeds(torch.Generator().manual_seed(check_seed(seed)))
         return self._augment(images, policy_seed)
 
-    def _tensors(self, tensors: tuple[torch.Tensor, ...], generator: torch.Generator,
-                 client: ClientBatch | None) -> tuple[torch.Tensor, ...]:
-        if not isinstance(client, ClientBatch):
-            raise GradleakError(f"defense 'ats' needs client=ClientBatch(...), got {type(client).__name__}")
-        policy_seed, client_seed = _seeds(generator)
+    def train(self, client: ClientBatch, seed: int) -> ClientUpdate:
+        policy_seed, client_seed = _seeds(torch.Generator().manual_seed(check_seed(seed)))
         images = self._augment(client.images, policy_seed)
-        update = simulate_client(client.model, images, client.labels, client.training, mode=client.mode,
-                                 seed=client_seed)
-        return update.tensors
+        return simulate_client(client.model, images, client.labels, client.training, model_mode=client.model_mode,
+                               seed=client_seed)
 
     def _augment(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():

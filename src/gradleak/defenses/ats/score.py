@@ -38,11 +38,12 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
+from gradleak.client.losses import client_loss
 from gradleak.data.base import Normalization
 from gradleak.defenses.ats.policies import Policy, parse_policy
 from gradleak.defenses.base import check_seed
 from gradleak.errors import GradleakError
-from gradleak.fl.losses import check_loss, client_loss
+from gradleak.records import check_loss
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,20 @@ Weight files are found, never downloaded (see `weights`); loaded networks are ca
 
 from __future__ import annotations
 
-from gradleak.metrics.lpips.metric import LPIPS, clear_cache, get_network, lpips, pairwise_lpips
+from gradleak.metrics.lpips.metric import (
+    LPIPS,
+    clear_cache,
+    get_network,
+    lpips,
+    pairwise_lpips,
+)
 from gradleak.metrics.lpips.networks import MIN_SIDE, NETS, VARIANTS, LPIPSNetwork
-from gradleak.metrics.lpips.weights import BACKBONE_FILES, WeightFiles, load_network, locate
+from gradleak.metrics.lpips.weights import (
+    BACKBONE_FILES,
+    WeightFiles,
+    load_network,
+    locate,
+)
 
 __all__ = [
     "BACKBONE_FILES",

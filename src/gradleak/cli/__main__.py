@@ -1,0 +1,5 @@
+import sys
+
+from gradleak.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""The audit pipeline, end to end, as one readable function.
+
+case (data + model) -> client update -> defenses -> attack -> score. `AuditConfig` holds
+every setting (the CLI and YAML files only fill it); `run_audit` returns the typed
+`AuditResult` plus the images needed for reports (`pipelines.write` writes them).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gradleak.attacks import ProgressCallback
+from gradleak.client import simulate_client
+from gradleak.data import DataSource, load_case
+from gradleak.defenses import ClientBatch
+from gradleak.errors import GradleakError
+from gradleak.metrics import score_reconstruction
+from gradleak.pipelines.config import AuditConfig
+from gradleak.records import (
+    AttackerKnowledge,
+    AuditResult,
+    LabelKnowledge,
+    Reconstruction,
+)
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """An audit's result with the images behind it (pixel space, matched order)."""
+
+    result: AuditResult
+    original: torch.Tensor
+    reconstruction: torch.Tensor
+    true_labels: torch.Tensor
+    predicted_labels: torch.Tensor | None
+    class_names: tuple[str, ...]
+    reconstruction_record: Reconstruction
+
+
+def choose_indices(config: AuditConfig, dataset_size: int) -> list[int]:
+    if config.indices is not None:
+        return [int(i) for i in config.indices]
+    if config.batch_size > dataset_size:
+        raise GradleakError(f"batch_size {config.batch_size} exceeds the dataset's {dataset_size} images")
+    if config.batch_size == 1:
+        return [0]
+    gen = torch.Generator().manual_seed(config.seed)
+    return torch.randperm(dataset_size, generator=gen)[: config.batch_size].tolist()
+
+
+def versions() -> dict[str, str]:
+    from gradleak.io import package_version
+
+    return {"gradleak": package_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def defense_seed_of(seed: int) -> int:
+    """The defense's seed, independent of the client's and the attack's streams."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
+def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> AuditRun:
+    """Simulate the client, apply its defenses, attack its update, and measure the leak."""
+    t0 = time.perf_counter()
+    attack = config.build_attack()
+    source = DataSource(config.dataset, config.data_root, config.download, config.image_size)
+    case = load_case(source, config.model, split=config.split, model_options=config.model_options,
+                     checkpoint=config.checkpoint, seed=config.seed)
+    indices = choose_indices(config, len(case.data))
+    images, labels = case.data.batch(indices)
+    norm = case.normalization
+    x = norm.normalize(images)
+    t1 = time.perf_counter()
+
+    training = config.training()
+    update = simulate_client(case.model, x, labels, training, model_mode=config.model_mode, seed=config.seed)
+    defense = config.defense()
+    defense_seed = defense_seed_of(config.seed)
+    client = ClientBatch(case.model, x, labels, training, config.model_mode, config.seed)
+    update = defense.transform(update, seed=defense_seed, client=client)
+    t2 = time.perf_counter()
+
+    knowledge = AttackerKnowledge(
+        num_samples=len(indices),
+        input_shape=case.input_shape,
+        num_classes=case.outputs,
+        label_knowledge=LabelKnowledge.GIVEN if config.give_labels else LabelKnowledge.UNKNOWN,
+        labels=labels if config.give_labels else None,
+        knows_training=config.knows_training,
+        training=training if config.knows_training else None,
+        bounds=norm.bounds(),
+        defense=defense if config.knows_defense else None,
+        defense_seed=defense_seed if config.knows_mask else None,
+    )
+    attack_seed = config.seed if config.attack_seed is None else config.attack_seed
+    recon = attack.reconstruct(case.model, update, knowledge, seed=attack_seed, callback=callback)
+    t3 = time.perf_counter()
+
+    scored = score_reconstruction(recon, images, normalization=norm, true_labels=labels, metrics=config.metrics,
+                                  matching=config.matching)
+    t4 = time.perf_counter()
+
+    settings = config.to_dict() | {"indices": indices, "local_steps": update.local_steps,
+                                   "dataset_source": case.data.source}
+    result = AuditResult(
+        settings=settings,
+        assumptions=recon.assumptions,
+        label_knowledge=recon.label_knowledge,
+        metrics=scored.metrics,
+        timings={"setup_s": t1 - t0, "client_s": t2 - t1, "attack_s": t3 - t2, "metrics_s": t4 - t3,
+                 "total_s": t4 - t0, "attack_iterations": recon.iterations,
+                 "s_per_iteration": (t3 - t2) / max(recon.iterations, 1)},
+        status=recon.status,
+        seed=config.seed,
+        versions=versions(),
+        restart_losses=recon.restart_losses,
+        restart_statuses=recon.restart_statuses,
+        peak_memory_bytes=recon.peak_memory_bytes,
+        restart_mode=recon.restart_mode,
+        units=recon.units,
+        model_mode=config.model_mode,
+        defenses=update.defenses,
+        privacy=update.privacy,
+    )
+    return AuditRun(result, images, scored.reconstruction, labels, scored.predicted_labels, case.data.classes, recon)
+
+
+__all__ = ["AuditConfig", "AuditRun", "choose_indices", "defense_seed_of", "run_audit", "versions"]

@@ -1,0 +1,57 @@
+"""Write an audit's report: metrics.json, config.yaml and the reconstruction grid.
+
+One writer for every face: `gradleak attack` writes a folder with it, a sweep cell stores
+its grid, and the Flower audit renders its grids the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gradleak.errors import GradleakError
+from gradleak.io import write_folder
+from gradleak.pipelines.audit import AuditRun
+from gradleak.pipelines.figures import grid_png
+
+
+def audit_title(run: AuditRun) -> str:
+    result = run.result
+    s = result.settings
+    return (f"{s['attack']} on {s['model']}, {s['protocol']}: PSNR {result.metrics.psnr_mean:.1f} dB, "
+            f"SSIM {result.metrics.ssim_mean:.3f}")
+
+
+def audit_grid_png(run: AuditRun, *, title: str | None = None) -> bytes:
+    """The reconstruction grid of an audit (originals, reconstructions, rescaled) as PNG bytes."""
+    return grid_png(run.original, run.reconstruction, psnr=list(run.result.metrics.psnr), title=title)
+
+
+def plain(value: Any) -> Any:
+    """Mappings and sequences as dicts and lists (what YAML and JSON write plainly)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> Path:
+    """Write the audit's report folder atomically: a failure leaves `out` as it was."""
+    import yaml
+
+    out = Path(out)
+
+    def fill(tmp: Path) -> None:
+        result = run.result
+        (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(plain(dict(result.settings)), sort_keys=True))
+        (tmp / "reconstruction.png").write_bytes(audit_grid_png(run, title=audit_title(run)))
+
+    if out.exists() and not overwrite:
+        raise GradleakError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    return write_folder(out, fill)
+
+
+__all__ = ["audit_grid_png", "audit_title", "plain", "write_audit"]
