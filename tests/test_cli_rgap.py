@@ -64,7 +64,7 @@ def test_rgap_loads_a_checkpoint_and_refuses_bad_flags(tmp_path, capsys):
     assert main(["rgap", "-d", "SVHN", "-o", str(tmp_path / "f")]) == 2
     assert main(["rgap", "-b", "999", "-o", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
-    assert "model must be one of CNN6, CNN6-d, FCN3" in err and "dataset must be one of CIFAR10, MNIST" in err
+    assert "model must be one of CNN6, CNN6-d, FCN3" in err and "unknown dataset 'SVHN'; known datasets:" in err
     assert "batch size 999 exceeds the 125 images of photos" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "fcn3.pt"]  # refusals write nothing
 

@@ -91,7 +91,7 @@ def test_dirichlet_split_covers_every_sample_once_and_is_seeded():
 
 
 def _audit(r, psnr, igsa):
-    m = ImageMetrics(values={"mse": (0.01,), "psnr": (psnr,), "ssim": (0.5,)}, assignment=(0,))
+    m = ImageMetrics(values={"mse": (0.01,), "psnr": (psnr,), "ssim": (0.5,)}, assignment=(0,), baseline_psnr=(12.0,))
     return ClientAudit(server_round=r, node_id=7, client="0", num_samples=1, training=LocalTraining(), knows_training=False,
                        attack="ig", status="ok", update_norm=1.0, attack_seconds=1.0, audit_seconds=1.5, metrics=m,
                        igsa=igsa, accuracy=0.5, reconstruction=torch.rand(1, 1, 8, 8), original=torch.rand(1, 1, 8, 8))
@@ -126,11 +126,11 @@ def runs():
 
     torch.set_num_threads(1)
     config = FederationConfig(**TINY)
-    return run_federation(config, audit=True), run_federation(config, audit=False)
+    return run_federation(config, audit=True), run_federation(config, audit=False), run_federation(config)
 
 
 def test_wrapper_leaves_the_aggregates_bit_identical(runs):
-    audited, plain = runs
+    audited, plain, _ = runs
     assert audited.final_state.keys() == plain.final_state.keys()
     assert all(torch.equal(audited.final_state[k], plain.final_state[k]) for k in plain.final_state)
     assert audited.accuracy == plain.accuracy
@@ -141,8 +141,18 @@ def test_wrapper_leaves_the_aggregates_bit_identical(runs):
     assert any(not torch.equal(initial[k], plain.final_state[k]) for k in initial)
 
 
+def test_identical_runs_give_identical_audits(runs):
+    # attack seeds follow the client's stable identity, not Flower's random node ids
+    first, _, again = runs
+    assert [a.node_id for a in first.audits] != [a.node_id for a in again.audits]
+    for a, b in zip(first.audits, again.audits, strict=True):
+        assert (a.server_round, a.client) == (b.server_round, b.client)
+        assert a.metrics.values == b.metrics.values and torch.equal(a.reconstruction, b.reconstruction)
+        assert a.to_json()["verdict"] == b.to_json()["verdict"] and "server_round" in a.to_json()
+
+
 def test_audits_score_the_audited_client_each_round(runs):
-    audited, plain = runs
+    audited, plain, _ = runs
     assert plain.audits == ()
     assert [(a.server_round, a.client, a.num_samples) for a in audited.audits] == [(1, "0", 1), (2, "0", 1)]
     from gradleak.flower.federation import build_federation

@@ -135,6 +135,26 @@ def test_attack_invariants(name):
     assert check_attack(attack, model, update, knowledge) == []
 
 
+def _attention():
+    return build_model("vit", num_classes=4, input_shape=(3, 8, 8), seed=1, dim=16, depth=1, heads=2)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (make, _) in ATTACK_CASES.items() if make is _conv))
+def test_attack_invariants_on_an_attention_model(name):
+    # fused attention kernels have no double backward: the attacks must run (on the math kernel) and say so
+    _, options = ATTACK_CASES[name]
+    model = _attention()
+    images, labels = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([2])
+    update = simulate_client(model, images, labels)
+    knowledge = AttackerKnowledge(num_samples=1, input_shape=(3, 8, 8), num_classes=4,
+                                  label_knowledge=LabelKnowledge.GIVEN, labels=labels.clone())
+    attack = ATTACKS.create(name, options)
+    assert check_attack(attack, model, update, knowledge) == []
+    result = attack.reconstruct(model, update, knowledge, seed=0)
+    assert any("math kernel" in note for note in result.notes)
+    assert result.gradient_mismatch is not None and result.gradient_mismatch >= 0
+
+
 @pytest.mark.parametrize("name", sorted(ATTACK_CASES))
 def test_unknown_attack_option_lists_the_accepted_ones(name):
     with pytest.raises(GradleakError, match=r"does not take \['bogus'\]; it takes: "):
@@ -244,7 +264,7 @@ def test_metric_invariants(name):
 # --- models -------------------------------------------------------------------------------
 
 MODEL_SHAPES = {"fcn3": (1, 28, 28)}  # the rest take 3x32x32
-MODEL_CASES = {"lenet", "convnet", "mlp", "precode", "resnet18", "resnet34", "cnn6", "cnn6-d", "fcn3"}
+MODEL_CASES = {"lenet", "convnet", "mlp", "precode", "resnet18", "resnet34", "cnn6", "cnn6-d", "fcn3", "vit"}
 
 
 def test_every_model_has_a_case():

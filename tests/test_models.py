@@ -8,7 +8,7 @@ from gradleak.client.losses import reseed_stochastic_layers
 from gradleak.errors import GradleakError, UnknownNameError
 from gradleak.models import MODELS, build_model, load_checkpoint, model_options
 
-NAMES = ["cnn6", "cnn6-d", "convnet", "fcn3", "lenet", "mlp", "precode", "resnet18", "resnet34"]
+NAMES = ["cnn6", "cnn6-d", "convnet", "fcn3", "lenet", "mlp", "precode", "resnet18", "resnet34", "vit"]
 OTHER_SHAPE = {"fcn3": (3, 32, 32), "cnn6": (1, 28, 28), "cnn6-d": (1, 32, 32)}
 # small widths keep the repeated builds fast; the default architectures are tested elsewhere
 FAST = {"convnet": {"width": 8}, "resnet18": {"width": 8}, "resnet34": {"width": 8}, "mlp": {"hidden": (32,)}}
@@ -23,12 +23,16 @@ def count(model: nn.Module, kind: type) -> int:
 
 
 def double_backward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What gradient-matching attacks do: a gradient of a function of parameter gradients."""
+    """What gradient-matching attacks do: a gradient of a function of parameter gradients
+    (attention on the math kernel, as the attacks run it)."""
+    from gradleak.attacks.engine.attention import has_attention, math_attention
+
     x = x.clone().requires_grad_(True)
-    out = model(x)
-    loss = nn.functional.cross_entropy(out, torch.arange(len(x)) % out.shape[1])
-    grads = torch.autograd.grad(loss, [p for p in model.parameters()], create_graph=True)
-    sum((g**2).sum() for g in grads).backward()
+    with math_attention(has_attention(model)):
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, torch.arange(len(x)) % out.shape[1])
+        grads = torch.autograd.grad(loss, [p for p in model.parameters()], create_graph=True)
+        sum((g**2).sum() for g in grads).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     return x.grad
 

@@ -8,12 +8,15 @@ gradleak imports this module: it only calls down into the library.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from gradleak.attacks import ATTACKS, ProgressCallback
+from gradleak.checks import check_positive_int
+from gradleak.data import Normalization
 from gradleak.errors import GradleakError
 from gradleak.metrics import DEFAULT_METRICS, score_reconstruction
 from gradleak.models import output_classes
@@ -87,44 +90,114 @@ def reconstruct(
     training: LocalTraining | None = None,
     knows_training: bool = False,
     model_mode: str = "eval",
-    bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    normalization: Normalization | tuple[Sequence[float], Sequence[float]] | None = None,
+    bounds: tuple[Sequence[float], Sequence[float]] | str | None = None,
     seed: int = 0,
     callback: ProgressCallback | None = None,
     **attack_options: Any,
 ) -> Reconstruction:
     """Reconstruct a client's inputs from an update observed on `model`.
 
+    Threat model: an honest-but-curious server that holds the model and sees the update
+    (SoK level 0; `labels` and `knows_training` add levels the result records).
+
     Args:
         model: the model as it was when the client computed the update (not modified).
         gradients: tensors in `model.parameters()` order, a name -> tensor mapping, or
             a `ClientUpdate`. FedSGD gradients by default; pass `training` with
-            protocol "fedavg" for a weight delta.
+            protocol "fedavg" for a weight delta. A model with one output is read as
+            R-GAP's logistic setting (labels 0 and 1) unless `training` says otherwise.
         input_shape: one sample's shape, e.g. (3, 32, 32).
         num_samples: number of samples behind the update.
         labels: known labels (an extra assumption); None lets the attack infer or
             optimize them.
-        attack: a registered attack name (`gradleak list`).
+        attack: a registered attack name (`gradleak list`). The default, inverting
+            gradients, is the field's standard attack on a user's own (ReLU, trained)
+            model; the CLI's demo uses iDLG because it runs DLG's own sigmoid LeNet.
         knows_training: the attacker knows the local configuration (`training`) and
             simulates the local steps (SoK assumption level 3).
-        bounds: per-channel (low, high) of valid inputs in model space, for clamping.
+        normalization: how the model's inputs were made from [0, 1] pixels, a
+            `gradleak.data.Normalization` or (mean, std) per channel: the valid pixel box
+            in model space follows from it.
+        bounds: the box directly, per-channel (low, high) in model space; or "none" to
+            leave pixels unbounded. With neither, inputs are assumed to be [0, 1] pixels
+            (a warning says so): attacks lose several dB when pixels may drift.
         **attack_options: the attack's constructor arguments (iterations, restarts, ...).
     """
     attacker = ATTACKS.create(attack, attack_options)
+    shape = _input_shape(input_shape)
+    check_positive_int("num_samples", num_samples)
+    outputs = output_classes(model, shape)
+    if training is None and outputs == 1:
+        log.info("the model has one output: reading the update under R-GAP's logistic loss (labels 0 and 1)")
+        training = LocalTraining(loss="logistic")
     update = as_update(model, gradients, num_samples=num_samples, training=training, model_mode=model_mode)
-    label_tensor = None
-    if labels is not None:
-        label_tensor = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    label_tensor = None if labels is None else _labels(labels, num_samples)
     knowledge = AttackerKnowledge(
         num_samples=num_samples,
-        input_shape=tuple(input_shape),
-        num_classes=output_classes(model, input_shape),
+        input_shape=shape,
+        num_classes=2 if update.training.loss == "logistic" else outputs,
         label_knowledge=LabelKnowledge.GIVEN if label_tensor is not None else LabelKnowledge.UNKNOWN,
         labels=label_tensor,
         knows_training=knows_training,
         training=update.training if knows_training else None,
-        bounds=None if bounds is None else (tuple(bounds[0]), tuple(bounds[1])),
+        bounds=pixel_box(shape, normalization, bounds),
     )
     return attacker.reconstruct(model, update, knowledge, seed=seed, callback=callback)
+
+
+def _input_shape(input_shape: object) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_shape):
+        raise GradleakError(f"input_shape must be a sequence of positive sizes such as (3, 32, 32), "
+                            f"got {input_shape!r}")
+    return tuple(input_shape)
+
+
+def _labels(labels: object, num_samples: int) -> torch.Tensor:
+    """Class indices; a float label must be a whole number (2.7 is refused, not truncated)."""
+    values = torch.as_tensor(labels).reshape(-1) if not isinstance(labels, torch.Tensor) else labels.reshape(-1)
+    if values.is_floating_point() or values.is_complex():
+        if values.is_complex() or not bool(torch.isfinite(values).all()) or not torch.equal(values, values.round()):
+            raise GradleakError(f"labels must be class indices (whole numbers), got {values.tolist()}")
+    elif values.dtype == torch.bool:
+        raise GradleakError(f"labels must be class indices, got booleans {values.tolist()}")
+    if values.numel() != num_samples:
+        raise GradleakError(f"labels must hold one class index per sample ({num_samples}), got {values.numel()}")
+    return values.long()
+
+
+def pixel_box(input_shape: tuple[int, ...], normalization: object, bounds: object
+              ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The valid box in model space from `bounds`, else `normalization`, else [0, 1] (warned)."""
+    channels = input_shape[0] if len(input_shape) == 3 else 1
+    if isinstance(bounds, str):
+        if bounds != "none":
+            raise GradleakError(f"bounds must be (low, high) per channel or 'none', got {bounds!r}")
+        return None
+    if bounds is not None:
+        try:
+            low, high = (tuple(float(v) for v in side) for side in bounds)
+        except (TypeError, ValueError):
+            raise GradleakError(f"bounds must be (low, high), each a sequence of per-channel values, "
+                                f"got {bounds!r}") from None
+        if len(low) != len(high) or len(low) not in (1, channels) or any(a >= b for a, b in zip(low, high)):
+            raise GradleakError(f"bounds must give low < high for 1 or {channels} channel(s), got {bounds!r}")
+        return low, high
+    if normalization is not None:
+        if not isinstance(normalization, Normalization):
+            try:
+                mean, std = normalization
+                normalization = Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+            except (TypeError, ValueError):
+                raise GradleakError(f"normalization must be a Normalization or (mean, std) per channel, "
+                                    f"got {normalization!r}") from None
+        if len(normalization.mean) not in (1, channels):
+            raise GradleakError(f"normalization has {len(normalization.mean)} channels, the input {channels}")
+        return normalization.bounds()
+    log.warning("no pixel range given: assuming inputs are [0, 1] pixels; pass normalization=(mean, std), "
+                "bounds=(low, high) or bounds='none'")
+    return (0.0,) * channels, (1.0,) * channels
 
 
 def evaluate(
@@ -145,4 +218,6 @@ def evaluate(
                                 true_labels=true_labels, metrics=metrics, matching=matching).metrics
 
 
-__all__ = ["as_update", "evaluate", "reconstruct", "LocalTraining", "Protocol"]
+log = logging.getLogger(__name__)
+
+__all__ = ["as_update", "evaluate", "pixel_box", "reconstruct", "LocalTraining", "Protocol"]

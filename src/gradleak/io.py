@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from gradleak.errors import GradleakError
 
 
@@ -100,24 +102,69 @@ def atomic_write_json(
 
 
 
+# a YAML file's expanded size (aliases counted each time they are used): a few hundred bytes
+# of nested aliases ("billion laughs") would otherwise expand to gigabytes
+MAX_YAML_NODES = 100_000
+
+
 def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[Any, Any]:
     """A YAML file that must hold a mapping (an empty file is an empty one); `what` names
-    the file in errors ("--config file", "sweep file")."""
-    import yaml
-
+    the file in errors ("--config file", "sweep file"). Duplicate keys, non-UTF-8 text and
+    alias bombs are refused, naming the file."""
+    shown = repr(str(path))
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
     except FileNotFoundError:
-        raise GradleakError(f"{what} {str(path)!r} does not exist") from None
+        raise GradleakError(f"{what} {shown} does not exist") from None
     except IsADirectoryError:
-        raise GradleakError(f"{what} {str(path)!r} is a folder, not a YAML file") from None
+        raise GradleakError(f"{what} {shown} is a folder, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise GradleakError(f"{what} {shown} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise GradleakError(f"{what} {shown} cannot be read: {exc.strerror or exc}") from None
+    try:
+        node = yaml.compose(text, Loader=StrictLoader)
+        if node is not None:
+            _check_expanded_size(node, what, shown)
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise GradleakError(f"{what} {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise GradleakError(f"{what} {shown} is not valid YAML: {str(exc).splitlines()[0]}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise GradleakError(f"{what} {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise GradleakError(f"{what} {shown} must hold a mapping, got {type(data).__name__}")
     return data
+
+
+def _check_expanded_size(root, what: str, shown: str) -> None:
+    count, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise GradleakError(f"{what} {shown} expands to more than {MAX_YAML_NODES:,} YAML nodes "
+                                "(nested aliases?); refused")
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML itself keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def write_folder(out: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:

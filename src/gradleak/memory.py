@@ -60,3 +60,21 @@ class PeakMemory:
             self.bytes = max(self._peak, _rss() or 0)
         else:
             self.bytes = _max_rss()
+
+
+def physical_bytes() -> int | None:
+    """The machine's physical memory, or None where the platform does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(what: str, nbytes: float, fix: str = "") -> None:
+    """Refuse, before allocating, work whose tensors alone exceed the machine's memory."""
+    from gradleak.errors import GradleakError
+
+    total = physical_bytes()
+    if total is not None and nbytes > total:
+        raise GradleakError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than this machine's "
+                            f"{total / 2**30:,.1f} GiB{'; ' + fix if fix else ''}")

@@ -98,10 +98,9 @@ class AnalyticFC(Attack):
         self.match_tol = check_positive_float("match_tol", match_tol)
         self.label_rule = LABEL_RULES.entry(label_rule).name
 
-    def reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *,
-                    seed: int = 0, callback=None) -> Reconstruction:
+    def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *,
+                     seed: int, callback) -> Reconstruction:
         """Read the samples off the first layer's gradient (`seed` and `callback` are unused)."""
-        self._check_inputs(update, knowledge, seed)
         start = time.perf_counter()
         validate_update(model, update)
         name, layer = first_layer(model, knowledge.input_shape)

@@ -10,6 +10,7 @@ attack early.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -20,11 +21,13 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from gradleak.attacks.engine.attention import attention_notes, math_attention
+from gradleak.attacks.engine.problem import update_mismatch
 from gradleak.attacks.engine.restarts import check_halving, restart_seeds
 from gradleak.attacks.engine.stopping import Deadline, Halving, LoopResult
 from gradleak.checks import check_positive_float, check_positive_int, check_seed
 from gradleak.errors import GradleakError
-from gradleak.memory import PeakMemory
+from gradleak.memory import PeakMemory, check_fits
 from gradleak.records import (
     AttackerKnowledge,
     ClientUpdate,
@@ -65,12 +68,17 @@ RESTART_MODES = ("stacked", "interleaved", "sequential")
 
 
 class Attack(ABC):
-    """One attack, one verb: `reconstruct` the client's data from an update."""
+    """One attack, one verb: `reconstruct` the client's data from an update.
+
+    `reconstruct` is the same for every attack: it checks the inputs, runs the attack's
+    own `_reconstruct` (under the math attention kernel when the model has attention,
+    whose fused kernels have no double backward), and measures how well the result
+    explains the observed update (`Reconstruction.gradient_mismatch`).
+    """
 
     name: ClassVar[str]
     label_mode: ClassVar[LabelKnowledge]  # what it does with labels when none are given
 
-    @abstractmethod
     def reconstruct(
         self,
         model: nn.Module,
@@ -81,6 +89,17 @@ class Attack(ABC):
         callback: ProgressCallback | None = None,
     ) -> Reconstruction:
         """Reconstruct the client's data from `update` (the caller's model is not modified)."""
+        self._check_inputs(update, knowledge, seed)
+        notes = attention_notes(model)
+        with math_attention(bool(notes)):
+            recon = self._reconstruct(model, update, knowledge, seed=seed, callback=callback)
+            mismatch = update_mismatch(model, update, knowledge, recon.data, recon.labels)
+        return dataclasses.replace(recon, gradient_mismatch=mismatch, notes=recon.notes + notes)
+
+    @abstractmethod
+    def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, seed: int,
+                     callback: ProgressCallback | None) -> Reconstruction:
+        """The attack itself, on checked inputs (the caller's model is not to be modified)."""
 
     def _check_inputs(self, update: ClientUpdate, knowledge: AttackerKnowledge, seed: int) -> None:
         check_seed(seed)
@@ -138,17 +157,8 @@ class OptimizationAttack(Attack):
             raise GradleakError("halving compares restarts while they run: use restart_mode 'stacked' or "
                                 "'interleaved', not 'sequential'")
 
-    def reconstruct(
-        self,
-        model: nn.Module,
-        update: ClientUpdate,
-        knowledge: AttackerKnowledge,
-        *,
-        seed: int = 0,
-        callback: ProgressCallback | None = None,
-    ) -> Reconstruction:
-        """Reconstruct the client's data from `update` (the caller's model is not modified)."""
-        self._check_inputs(update, knowledge, seed)
+    def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, seed: int,
+                     callback: ProgressCallback | None) -> Reconstruction:
         start = time.perf_counter()
         generators = [torch.Generator().manual_seed(s) for s in restart_seeds(seed, self.restarts)]
 
@@ -180,6 +190,14 @@ class OptimizationAttack(Attack):
             peak_memory_bytes=memory.bytes,
             restart_mode=solved.mode,
         )
+
+    def _check_inputs(self, update: ClientUpdate, knowledge: AttackerKnowledge, seed: int) -> None:
+        super()._check_inputs(update, knowledge, seed)
+        # every restart keeps its unknowns, best iterate, gradient and two optimizer moments
+        unknowns = knowledge.num_samples * math.prod(knowledge.input_shape) * self.restarts
+        check_fits(f"attack {self.name!r} with {self.restarts} restart(s) of {knowledge.num_samples} sample(s) "
+                   f"of shape {tuple(knowledge.input_shape)}", unknowns * 4 * 6,
+                   "use fewer restarts or samples")
 
     def _deadline(self, start: float) -> Deadline:
         return Deadline(None if self.max_seconds is None else start + self.max_seconds)

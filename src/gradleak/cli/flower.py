@@ -83,7 +83,8 @@ def cmd_flower(args: argparse.Namespace) -> int:
         if not args.quiet:
             psnr = "-" if a.psnr is None else f"{a.psnr:.1f} dB"
             ident = identified_rate(a)
-            console.print(f"round {a.server_round:>3}  client {a.client}: PSNR {psnr}, identified "
+            verdict = "-" if a.verdict is None else a.verdict.overall.value
+            console.print(f"round {a.server_round:>3}  client {a.client}: {verdict}, PSNR {psnr}, identified "
                           f"{'-' if ident is None else f'{ident:.0%}'}, IGSA "
                           f"{'-' if a.igsa is None else f'{a.igsa:.3f}'}, attack {a.attack_seconds:.1f} s")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -20,14 +21,45 @@ console = Console(stderr=True)
 out_console = Console()
 
 
+ETA_AFTER_STEPS = 5  # steps timed before the estimate is printed
+ETA_WORTH_SAYING_S = 30.0
+
+
+def eta_notice(console_: Console = console) -> Callable[[Any], bool]:
+    """A callback that, once the first steps are timed, says how long the attack will take
+    when that is long (quiet runs too): an honest estimate up front, and how to cap it."""
+    state: dict[str, Any] = {"start": None, "said": False}
+
+    def callback(event) -> bool:
+        now = time.perf_counter()
+        if state["start"] is None:
+            state["start"] = (now, event.iteration)
+            return False
+        t0, it0 = state["start"]
+        steps = event.iteration - it0
+        if not state["said"] and steps >= ETA_AFTER_STEPS:
+            state["said"] = True
+            per_step = (now - t0) / steps
+            rounds = event.restarts if event.iterations and event.running == 1 and event.restarts > 1 else 1
+            remaining = per_step * (event.iterations - event.iteration) * rounds
+            if remaining > ETA_WORTH_SAYING_S:
+                console_.print(f"this attack will take about {remaining:.0f} s more ({per_step * 1000:.0f} ms per "
+                               f"step, {event.iterations} steps); --max-seconds caps it", highlight=False)
+        return False
+
+    return callback
+
+
 @contextlib.contextmanager
 def attack_progress(enabled: bool = True) -> Iterator:
     """One progress bar for the attack: the best running restart, how many still run, its loss.
 
-    Restarts that run one after another (restart_mode "sequential") restart the bar.
+    Restarts that run one after another (restart_mode "sequential") restart the bar. The
+    expected time is said up front when it is long, also when the bar is off.
     """
+    eta = eta_notice()
     if not enabled:
-        yield None
+        yield eta
         return
     progress = Progress(
         TextColumn("best restart {task.fields[restart]} ({task.fields[running]} running)"),
@@ -42,6 +74,7 @@ def attack_progress(enabled: bool = True) -> Iterator:
     state = {"task": None, "last": 0}
 
     def callback(event) -> bool:
+        eta(event)
         if state["task"] is None or event.iteration < state["last"]:  # first step, or the next sequential restart
             if state["task"] is not None:
                 progress.update(state["task"], total=state["last"])
@@ -61,12 +94,21 @@ def metrics_table(run, out: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     summary = result.metrics.means()
-    rows = [("PSNR (dB, mean)", f"{summary['psnr']:.2f}"), ("PSNR (dB, max)", f"{summary['psnr_max']:.2f}"),
-            ("SSIM", f"{summary['ssim']:.4f}"), ("MSE", f"{summary['mse']:.3e}")]
+    verdict = result.verdict
+    colour = {"leaked": "red", "partly leaked": "yellow"}.get(verdict.overall.value, "green")
+    rows = [("verdict", f"[bold {colour}]{verdict.overall.value}[/]: {verdict.leaked} leaked, {verdict.partly} partly "
+                        f"of {len(verdict.per_sample)}"),
+            ("PSNR (dB, mean)", f"{summary['psnr']:.2f}"), ("PSNR (dB, max)", f"{summary['psnr_max']:.2f}"),
+            ("flat-colour baseline (dB)", f"{summary['baseline_psnr']:.2f} (gain {summary['psnr'] - summary['baseline_psnr']:+.2f})")]
+    for name in result.metrics.values:
+        if name != "psnr":
+            rows.append((name.upper() if name in ("ssim", "mse") else name,
+                         f"{summary[name]:.3e}" if name == "mse" else f"{summary[name]:.4f}"))
     if "label_accuracy" in summary:
         rows.append(("label accuracy", f"{summary['label_accuracy']:.2f}"))
     rows += [
-        ("status", result.status),
+        ("gradient mismatch", "-" if result.gradient_mismatch is None else f"{result.gradient_mismatch:.3g}"),
+        ("attack status", result.status),
         ("assumption levels", ", ".join(f"{int(a)} {a.name.lower()}" for a in result.assumptions)),
         ("labels", result.label_knowledge.value),
         ("defenses", " then ".join(result.defenses) or "none"),
@@ -79,6 +121,7 @@ def metrics_table(run, out: Path) -> None:
         rows.append(("DP-SGD (epsilon, delta)", f"({result.privacy.epsilon:.3g}, {result.privacy.delta:g})"))
     if result.peak_memory_bytes is not None:
         rows.append(("peak memory (MiB)", f"{result.peak_memory_bytes / 2**20:.0f}"))
+    rows += [("note", note) for note in result.notes]
     for name, value in rows:
         table.add_row(name, value)
     out_console.print(table)
@@ -137,11 +180,14 @@ def rgap_table(demo, model: str, out: Path) -> None:
     table.add_column("value", justify="right")
     summary = demo.metrics.means()
     record = demo.record
-    rows = [("PSNR (dB, mean)", f"{summary['psnr']:.2f}"), ("SSIM", f"{summary['ssim']:.4f}"),
-            ("MSE", f"{summary['mse']:.3e}"), ("status", record.status),
+    verdict = demo.metrics.verdict
+    rows = [("verdict", verdict.summary_line()),
+            ("PSNR (dB, mean)", f"{summary['psnr']:.2f}"), ("SSIM", f"{summary['ssim']:.4f}"),
+            ("MSE", f"{summary['mse']:.3e}"), ("flat-colour baseline (dB)", f"{summary['baseline_psnr']:.2f}"),
+            ("attack status", record.status),
             ("labels (y = 2 label - 1)", ", ".join(f"{2 * y - 1:+d}" for y in demo.labels)),
             ("recovered labels", ", ".join(f"{2 * int(y) - 1:+d}" for y in record.labels)),
-            ("gradient mismatch", ", ".join(f"{v:.2e}" for v in record.restart_losses) or "-"),
+            ("gradient mismatch", "-" if record.gradient_mismatch is None else f"{record.gradient_mismatch:.2e}"),
             ("time (s)", f"{record.seconds:.2f}")]
     if record.peak_memory_bytes is not None:
         rows.append(("peak memory (MiB)", f"{record.peak_memory_bytes / 2**20:.0f}"))
@@ -179,14 +225,14 @@ def flower_table(result, summary, out: Path) -> None:
     c = result.config
     table = Table(title=f"gradleak flower: {c.model} on {c.dataset}, {c.clients} clients, {c.rounds} rounds, "
                         f"attack {c.attack}")
-    for column in ("round", "accuracy", "PSNR", "SSIM", "identified", "IGSA", "audits"):
+    for column in ("round", "verdict", "accuracy", "PSNR", "SSIM", "identified", "IGSA", "audits"):
         table.add_column(column, justify="right")
 
     def fmt(v, spec: str) -> str:
         return "-" if v is None else format(v, spec)
 
     for r in summary.rows:
-        table.add_row(str(r.server_round), f"{r.accuracy:.3f}", fmt(r.psnr, ".1f"), fmt(r.ssim, ".3f"),
+        table.add_row(str(r.server_round), r.verdict or "-", f"{r.accuracy:.3f}", fmt(r.psnr, ".1f"), fmt(r.ssim, ".3f"),
                       fmt(r.identified, ".0%"), fmt(r.igsa, ".3f"), str(r.audits))
     out_console.print(table)
     out_console.print(f"final accuracy {result.accuracy[-1]:.3f}; Spearman IGSA vs PSNR "

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("rgap", help="R-GAP's demo: invert one image or a batch over CNN6, CNN6-d or FCN3",
                        description="The R-GAP paper's command line: python main.py [-i N] [-m MODEL] [-d DATA] "
                                    "[-b B] [-p CHECKPOINT]. Random weights, logistic loss, misclassified label.")
-    p.add_argument("-d", "--dataset", default="CIFAR10", help="CIFAR10 or MNIST (built-in data when absent)")
+    p.add_argument("-d", "--dataset", default="CIFAR10", help="CIFAR10 or MNIST (the paper's; built-in data when their files are absent), or any "
+                        "registered dataset (`gradleak list`, folder included)")
     p.add_argument("-i", "--index", type=int, default=-1, help="image to reconstruct (-1: a seeded random one)")
     p.add_argument("-b", "--batchsize", type=int, default=1, help="mini-batch size (inverted as one combination)")
     p.add_argument("-p", "--parameters", help="model checkpoint (state_dict) instead of random weights")
@@ -53,7 +54,8 @@ def write_demo(out: Path, demo, args: argparse.Namespace) -> None:
         batch = len(demo.indices)
         rec = demo.reconstruction.expand(batch, *demo.reconstruction.shape[1:])
         kind = "combination of the batch" if batch > 1 else "image"
-        title = f"R-GAP on {args.model}, {kind}: PSNR {demo.metrics.psnr_mean:.1f} dB"
+        title = (f"{demo.metrics.verdict.overall.value.upper()} - R-GAP on {args.model}, {kind}: "
+                 f"PSNR {demo.metrics.psnr_mean:.1f} dB")
         save_grid(tmp / "rgap.png", demo.original, rec, psnr=list(demo.metrics.psnr),
                   labels=[f"#{i} y={2 * y - 1:+d}" for i, y in zip(demo.indices, demo.labels)], title=title)
         # the paper shows a batch side by side
@@ -64,7 +66,8 @@ def write_demo(out: Path, demo, args: argparse.Namespace) -> None:
         summary = {"model": args.model, "dataset": args.dataset, "dataset_source": demo.dataset_source,
                    "fallback": demo.fallback, "indices": list(demo.indices), "labels": list(demo.labels),
                    "status": record.status, "seconds": record.seconds, "peak_memory_bytes": record.peak_memory_bytes,
-                   "gradient_mismatch": list(record.restart_losses), "recovered_labels": record.labels.tolist(),
+                   "verdict": demo.metrics.verdict.to_json(), "gradient_mismatch": record.gradient_mismatch,
+                   "recovered_labels": record.labels.tolist(),
                    "metrics": demo.metrics.means(), "psnr": list(demo.metrics.psnr), "ssim": list(demo.metrics.ssim),
                    "mse": list(demo.metrics.mse), "seed": args.seed, "checkpoint": args.parameters}
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))

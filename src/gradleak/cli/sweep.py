@@ -69,7 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         cells = spec.cells()
         if store_path.is_file():
-            with ResultStore(store_path, create=False) as store:
+            with ResultStore(store_path, readonly=True) as store:
                 work = plan(spec, store, retry_failed=args.retry_failed)
             out_console.print(f"{spec.name}: {len(cells)} cells, {work.done} done, {work.failed} failed, "
                               f"{len(work.pending)} to run (store {store_path})")
@@ -78,7 +78,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     with ResultStore(store_path) as store, _progress(not args.quiet, spec.name) as progress:
         summary = run_sweep(spec, store, executor, retry_failed=args.retry_failed, progress=progress)
-    out_console.print(f"{spec.name}: {summary.total} cells; {summary.skipped} kept from earlier runs, "
+    elsewhere = f", {summary.elsewhere} run by another driver" if summary.elsewhere else ""
+    out_console.print(f"{spec.name}: {summary.total} cells; {summary.skipped} kept from earlier runs{elsewhere}, "
                       f"{summary.done} done and {summary.failed} failed in {summary.seconds:.1f} s "
                       f"({args.executor}, {executor.workers} worker(s) x {executor.threads} thread(s)); "
                       f"store {store_path}")

@@ -95,6 +95,11 @@ class ImageDataset:
         size = check_image_size(size)
         if tuple(self.images.shape[-2:]) == (size, size):
             return self
+        from gradleak.memory import check_fits
+
+        n, c = self.images.shape[:2]
+        check_fits(f"image_size {size} on the {n} images of {self.name!r}", 2 * n * c * size * size * 4,
+                   "choose a smaller --image-size")
         return ImageDataset(self.name, resize_images(self.images, size, size), self.labels, self.classes,
                             self.normalization, f"{self.source}, resized to {size}x{size}")
 

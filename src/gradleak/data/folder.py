@@ -3,13 +3,16 @@
 Images (png, jpg, jpeg, bmp, gif, webp, tif) are read with Pillow and converted to RGB,
 or to L when all are grayscale. They keep their size when they all share one and no
 `image_size` is asked for; otherwise they are resized (antialiased) to `image_size`,
-default 32. Every fifth image of each class goes to "test"; normalization is the
-train split's per-channel statistics.
+default 32 (`load_case` fits large images to the model zoo's 32 pixels, saying so).
+Every fifth image of each class goes to "test"; normalization is the train split's
+per-channel statistics. A class folder without images, or an image Pillow refuses as a
+decompression bomb, is refused with its path.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,10 @@ def _list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not hidden(p))
     files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).iterdir())
              if f.is_file() and not hidden(f) and f.suffix.lower() in EXTENSIONS]
+    empty = [name for c, name in enumerate(classes) if not any(k == c for _, k in files)]
+    if empty and files:
+        raise GradleakError(f"class folder(s) {', '.join(repr(str(root / e)) for e in empty)} hold no images "
+                            f"({', '.join(sorted(EXTENSIONS))}); every subfolder is a class: remove or fill them")
     return classes, files
 
 
@@ -69,9 +76,13 @@ def image_folder(root: Path | None, split: str, download: bool, image_size: int 
     pictures = []
     for path, _ in files:
         try:
-            with Image.open(path) as im:
-                im.load()
-                pictures.append(im.copy())
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()
+                    pictures.append(im.copy())
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CorruptFileError(f"image {path} is refused: {exc} (a decompression bomb?)") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise CorruptFileError(f"image {path} cannot be read: {exc}") from None
     gray = all(p.mode in GRAY_MODES for p in pictures)
@@ -81,6 +92,9 @@ def image_folder(root: Path | None, split: str, download: bool, image_size: int 
         size = (side, side)
     else:  # PIL sizes are (width, height)
         size = next(iter(sizes))[::-1] if len(sizes) == 1 else (DEFAULT_SIZE, DEFAULT_SIZE)
+        if len(sizes) > 1:
+            log.warning("folder %s: images of %d sizes resized to %dx%d; --image-size N sets another size",
+                        root, len(sizes), DEFAULT_SIZE, DEFAULT_SIZE)
     images = torch.stack([_resize(_to_array(p, gray), size) for p in pictures])
     labels = torch.tensor([c for _, c in files], dtype=torch.long)
     # every fifth image of each class, so that both splits hold every class

@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Callable
 
+from gradleak.checks import check_bool
 from gradleak.data.base import ImageDataset, check_image_size
 from gradleak.data.builtin import digits, faces, photos
 from gradleak.data.cifar import cifar10, cifar100
@@ -40,6 +41,9 @@ def load_dataset(
     factory = DATASETS.get(name)
     if split not in SPLITS:
         raise GradleakError(f"split must be 'train' or 'test', got {split!r}")
+    if root is not None and not isinstance(root, (str, Path)):
+        raise GradleakError(f"data_root must be a folder path, got {root!r}")
+    check_bool("download", download)
     size = None if image_size is None else check_image_size(image_size)
     path = None if root is None or str(root) == "" else Path(root).expanduser()
     if size is not None and "image_size" in inspect.signature(factory).parameters:

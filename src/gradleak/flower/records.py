@@ -11,7 +11,7 @@ import torch
 
 from gradleak.errors import GradleakError
 from gradleak.metrics.identify import Identification
-from gradleak.records import ImageMetrics, LocalTraining, Protocol
+from gradleak.records import ImageMetrics, LeakVerdict, LocalTraining, Protocol
 
 INSTALL_HINT = "pip install 'gradleak[flower]' (flwr[simulation]==1.41.*)"
 
@@ -52,7 +52,7 @@ class AuditSchedule:
     every: int = 1
     max_clients: int | None = 1
     nodes: Collection[int] | None = None
-    clients: Collection[str] | None = None
+    clients: Collection[str] | None = None  # stable client identities (see `LeakageAudit`'s client_key)
 
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
@@ -126,13 +126,20 @@ class ClientAudit:
     def psnr(self) -> float | None:
         return None if self.metrics is None else self.metrics.psnr_mean
 
+    @property
+    def verdict(self) -> LeakVerdict | None:
+        """Leaked / partly / not leaked (needs the truth: None without it)."""
+        return None if self.metrics is None else self.metrics.verdict
+
     def to_json(self) -> dict[str, Any]:
         def num(v: float | None) -> float | None:
             return None if v is None or not math.isfinite(v) else round(float(v), 6)
 
         t = self.training
         return {
-            "round": self.server_round, "node_id": self.node_id, "client": self.client,
+            "server_round": self.server_round,
+            "verdict": None if self.verdict is None else self.verdict.to_json(),
+            "node_id": self.node_id, "client": self.client,
             "num_samples": self.num_samples,
             "training": {"lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
                          "local_steps": t.steps(self.num_samples)},

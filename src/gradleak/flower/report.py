@@ -18,11 +18,13 @@ from typing import Any, Sequence
 
 from gradleak.flower.federation import FederationResult
 from gradleak.flower.records import ClientAudit
+from gradleak.records.verdict import worst
 
 
 @dataclass(frozen=True)
 class RoundRow:
     server_round: int
+    verdict: str | None  # the round's worst verdict over its audited clients (None without truth)
     accuracy: float  # of the global model the round started from
     psnr: float | None
     ssim: float | None
@@ -74,7 +76,9 @@ def summarize(result: FederationResult) -> FederationSummary:
         by_round.setdefault(a.server_round, []).append(a)
     rows = []
     for r, audits in sorted(by_round.items()):
-        rows.append(RoundRow(r, result.accuracy[r - 1], _mean([a.psnr for a in audits]),
+        verdicts = [a.verdict.overall for a in audits if a.verdict is not None]
+        rows.append(RoundRow(r, worst(verdicts).value if verdicts else None, result.accuracy[r - 1],
+                             _mean([a.psnr for a in audits]),
                              _mean([a.metrics.ssim_mean if a.metrics else None for a in audits]),
                              _mean([identified_rate(a) for a in audits]), _mean([a.igsa for a in audits]),
                              len(audits)))
@@ -158,7 +162,8 @@ def write_federation(result: FederationResult, out: str | Path) -> Path:
             rec = a.reconstruction
             grid = grid_png(a.original if a.original is not None else rec, rec,
                             psnr=None if a.metrics is None else list(a.metrics.psnr),
-                            title=f"round {a.server_round}, client {a.client or a.node_id}")
+                            title=(f"{a.verdict.overall.value.upper()} - " if a.verdict is not None else "")
+                            + f"round {a.server_round}, client {a.client or a.node_id}")
             (tmp / "reconstructions").mkdir(exist_ok=True)
             (tmp / "reconstructions" / f"round-{a.server_round:03d}-client-{a.client or a.node_id}.png").write_bytes(grid)
 

@@ -12,6 +12,7 @@ reads copies of the weights after the strategy has aggregated.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
 from typing import Any, Callable, Iterable
@@ -25,6 +26,7 @@ from torch import nn
 
 from gradleak.analysis.igsa import igsa
 from gradleak.attacks import ATTACKS, Attack
+from gradleak.checks import check_optional_str, check_seed
 from gradleak.errors import GradleakError
 from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
 from gradleak.metrics import METRICS, identify, score_reconstruction, test_accuracy
@@ -58,7 +60,13 @@ class LeakageAudit(Strategy):
         keep_images: keep each reconstruction (pixel space) in its `ClientAudit`.
         on_audit: called with each `ClientAudit` as soon as it exists.
         model_mode: the mode clients train in ("train": BatchNorm batch statistics).
-        seed: the attacks' random starts derive from it, the round and the node id.
+        seed: the attacks' random starts derive from it, the round and the client's
+            stable identity, so identical runs give identical audits.
+        client_key: a reply entry (in any of its config or metric records) that holds a
+            stable client id. The identity is the `truth` provider's `ClientData.client`
+            when it gives one, else this entry, else (not reproducible across runs, and
+            said once) Flower's node id, which changes every run. Clients are chosen
+            for audit in the order of their identities.
     """
 
     def __init__(self, strategy: Strategy, model: nn.Module, *, input_shape: tuple[int, ...],
@@ -68,7 +76,7 @@ class LeakageAudit(Strategy):
                  test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
                  identify_by: tuple[str, ...] = ("psnr", "ssim"), igsa_samples: int = 8,
                  keep_images: bool = True, on_audit: Callable[[ClientAudit], None] | None = None,
-                 model_mode: str = "eval", seed: int = 0) -> None:
+                 model_mode: str = "eval", seed: int = 0, client_key: str | None = None) -> None:
         if not isinstance(strategy, Strategy):
             raise GradleakError(f"strategy must be a flwr.serverapp.strategy.Strategy, got {type(strategy).__name__}")
         if not isinstance(model, nn.Module):
@@ -100,7 +108,9 @@ class LeakageAudit(Strategy):
         self.igsa_samples = igsa_samples
         self.keep_images = keep_images
         self.on_audit = on_audit
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
+        self.client_key = check_optional_str("client_key", client_key)
+        self._warned_unstable = False
         self.audits: list[ClientAudit] = []
         self._sent: dict[int, tuple[ArrayRecord, dict]] = {}
 
@@ -155,22 +165,45 @@ class LeakageAudit(Strategy):
 
     # --- the audit ------------------------------------------------------------------------
 
+    def _identity(self, reply: Message, data: ClientData | None) -> str | None:
+        """The client's stable identity: the truth's client name, else the `client_key` entry."""
+        if data is not None:
+            return data.client
+        if self.client_key is not None:
+            for record in [*reply.content.config_records.values(), *reply.content.metric_records.values()]:
+                if self.client_key in record:
+                    return str(record[self.client_key])
+        return None
+
     def _choose(self, server_round: int, replies: list[Message]) -> list[tuple[Message, ClientData | None]]:
         s = self.schedule
-        out = []
-        for reply in sorted(replies, key=lambda m: m.metadata.src_node_id):
+        candidates = []
+        for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error() or not reply.has_content() or node not in self._sent:
                 continue
             if s.nodes is not None and node not in s.nodes:
                 continue
             data = self.truth(server_round, reply) if self.truth is not None else None
-            if s.clients is not None and (data is None or data.client not in s.clients):
+            identity = self._identity(reply, data)
+            if s.clients is not None and identity not in s.clients:
                 continue
-            out.append((reply, data))
-            if s.max_clients is not None and len(out) >= s.max_clients:
-                break
-        return out
+            candidates.append((identity is None, identity or "", node, reply, data))
+        # stable identities first, in their order: the same clients every run
+        out = [(reply, data) for *_, reply, data in sorted(candidates, key=lambda c: c[:3])]
+        return out if s.max_clients is None else out[: s.max_clients]
+
+    def _attack_seed(self, server_round: int, reply: Message, data: ClientData | None) -> int:
+        identity = self._identity(reply, data)
+        if identity is None:
+            if not self._warned_unstable:
+                log.warning("LeakageAudit: no stable client identity (no truth, no client_key): attack seeds "
+                            "follow Flower's node ids and change from run to run")
+                self._warned_unstable = True
+            key = reply.metadata.src_node_id % 2**32
+        else:
+            key = int.from_bytes(hashlib.sha256(identity.encode()).digest()[:4], "big")
+        return int(np.random.SeedSequence([self.seed, server_round, key]).generate_state(1)[0])
 
     def _audit(self, server_round: int, reply: Message, data: ClientData | None,
                after: dict[str, torch.Tensor], before_cache: dict[int, dict[str, torch.Tensor]],
@@ -196,7 +229,7 @@ class LeakageAudit(Strategy):
             num_samples=num_samples, input_shape=self.input_shape, num_classes=self.num_classes,
             knows_training=self.knows_training, training=training if self.knows_training else None,
             bounds=None if self.normalization is None else self.normalization.bounds())
-        seed = int(np.random.SeedSequence([self.seed, server_round, node % 2**32]).generate_state(1)[0])
+        seed = self._attack_seed(server_round, reply, data)
         t0 = time.perf_counter()
         recon = self.attack.reconstruct(model, update, knowledge, seed=seed)
         attack_s = time.perf_counter() - t0

@@ -10,6 +10,7 @@ import torch
 
 from gradleak.errors import GradleakError
 from gradleak.metrics.catalog import DEFAULT_METRICS, METRICS
+from gradleak.metrics.functional import psnr
 from gradleak.metrics.matching import match
 from gradleak.records import ImageMetrics
 
@@ -109,7 +110,14 @@ def evaluate_images(
                 raise GradleakError(f"{name} must hold one label per image ({n}), got {count}")
         accuracy = label_accuracy(predicted_labels, true_labels)
     return ImageMetrics(values=values, assignment=tuple(int(v) for v in assignment), label_accuracy=accuracy,
-                        matching=matching)
+                        matching=matching, baseline_psnr=tuple(float(v) for v in flat_baseline_psnr(orig)))
 
 
-__all__ = ["evaluate_images", "label_accuracy"]
+def flat_baseline_psnr(original: torch.Tensor) -> torch.Tensor:
+    """PSNR of a flat image of each original's mean colour (per channel) against it, (N,):
+    what knowing only the average colour recovers, the floor a verdict measures against."""
+    flat = original.mean(dim=(2, 3), keepdim=True).expand_as(original)
+    return psnr(flat, original)
+
+
+__all__ = ["evaluate_images", "flat_baseline_psnr", "label_accuracy"]

@@ -16,14 +16,12 @@ caller passes every such cell and both rates are plain means over them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from gradleak.checks import check_number
 from gradleak.errors import GradleakError
-
-PSNR_THRESHOLD_DB = 18.0
-PERCEPTUAL_THRESHOLD = 0.1
+from gradleak.records.verdict import PERCEPTUAL_THRESHOLD, PSNR_THRESHOLD_DB
 
 
 @dataclass(frozen=True)
@@ -44,9 +42,8 @@ def leaks(psnr: Sequence[float], perceptual: Sequence[float], *, psnr_threshold:
     if len(psnr) != len(perceptual):
         raise GradleakError(f"psnr and perceptual must hold one value per sample, got {len(psnr)} and "
                             f"{len(perceptual)}")
-    for name, t in (("psnr_threshold", psnr_threshold), ("perceptual_threshold", perceptual_threshold)):
-        if not (isinstance(t, (int, float)) and math.isfinite(t)):
-            raise GradleakError(f"{name} must be a finite number, got {t!r}")
+    check_number("psnr_threshold", psnr_threshold)
+    check_number("perceptual_threshold", perceptual_threshold, low=0)
     # NaN compares False: an unscored sample never counts as a leak
     return [bool(p >= psnr_threshold and q <= perceptual_threshold) for p, q in zip(psnr, perceptual)]
 

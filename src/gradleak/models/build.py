@@ -102,7 +102,13 @@ def build_model(
     # generators would initialize CUDA as a side effect
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = factory(num_classes, shape, **options)
+        try:
+            model = factory(num_classes, shape, **options)
+        except RuntimeError as exc:  # the allocator's answer to weights larger than memory
+            if "alloc" not in str(exc).lower():
+                raise
+            raise GradleakError(f"model {key!r} with options {options} does not fit in memory: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
     if not isinstance(model, nn.Module):
         raise GradleakError(f"model {key!r} returned {type(model).__name__}, not an nn.Module")
     if checkpoint is not None:

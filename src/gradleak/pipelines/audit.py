@@ -127,6 +127,8 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         model_mode=config.model_mode,
         defenses=update.defenses,
         privacy=update.privacy,
+        gradient_mismatch=recon.gradient_mismatch,
+        notes=case.notes + recon.notes,
     )
     return AuditRun(result, images, scored.reconstruction, labels, scored.predicted_labels, case.data.classes, recon)
 

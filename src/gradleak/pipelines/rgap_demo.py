@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # the paper's flags: -m picks one of these, -d one of these datasets
 MODELS = {"cnn6": "cnn6", "cnn6-d": "cnn6-d", "fcn3": "fcn3"}
-DATASETS = {"cifar10": ("cifar10", "photos", None), "mnist": ("mnist", "digits", 28)}
+DATASETS = {"cifar10": ("cifar10", "photos", None), "mnist": ("mnist", "digits", 28)}  # with a built-in fallback
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,11 @@ class RGAPDemo:
 
 
 def load_demo_data(dataset: str, data_root: str | None, image_size: int | None):
-    """(ImageDataset, fallback note): the paper's dataset when its files are present, else built-in data."""
-    key = dataset.lower().replace("-", "")
+    """(ImageDataset, fallback note): the paper's CIFAR10 or MNIST when its files are present,
+    else built-in data; any other registered data set (image folders included) as it is."""
+    key = dataset.lower().replace("-", "") if isinstance(dataset, str) else dataset
     if key not in DATASETS:
-        raise GradleakError(f"dataset must be one of CIFAR10, MNIST (the paper's), got {dataset!r}")
+        return load_dataset(dataset, data_root, split="train", image_size=image_size), None
     name, builtin, size = DATASETS[key]
     try:
         return load_dataset(name, data_root, split="train", image_size=image_size), None

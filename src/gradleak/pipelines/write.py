@@ -17,10 +17,15 @@ from gradleak.pipelines.figures import grid_png
 
 
 def audit_title(run: AuditRun) -> str:
+    """The figure's title, the verdict first: 'LEAKED (4 of 4) - idlg on lenet, fedsgd: PSNR 44.0 dB'."""
     result = run.result
     s = result.settings
-    return (f"{s['attack']} on {s['model']}, {s['protocol']}: PSNR {result.metrics.psnr_mean:.1f} dB, "
-            f"SSIM {result.metrics.ssim_mean:.3f}")
+    verdict = result.verdict
+    count = {"leaked": verdict.leaked, "partly leaked": verdict.leaked + verdict.partly}.get(
+        verdict.overall.value, len(verdict.per_sample))
+    ssim = f", SSIM {result.metrics.ssim_mean:.3f}" if "ssim" in result.metrics.values else ""
+    return (f"{verdict.overall.value.upper()} ({count} of {len(verdict.per_sample)}) - {s['attack']} on "
+            f"{s['model']}, {s['protocol']}: PSNR {result.metrics.psnr_mean:.1f} dB{ssim}")
 
 
 def audit_grid_png(run: AuditRun, *, title: str | None = None) -> bytes:

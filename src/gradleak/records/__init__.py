@@ -18,7 +18,8 @@ from gradleak.records.client import (
 )
 from gradleak.records.knowledge import Assumption, AttackerKnowledge, LabelKnowledge
 from gradleak.records.results import AuditResult, ImageMetrics, Reconstruction
+from gradleak.records.verdict import LeakVerdict, Verdict
 
-__all__ = ["Assumption", "AttackerKnowledge", "AuditResult", "ClientUpdate", "ImageMetrics", "LOSSES", "LabelKnowledge",
-           "LocalTraining", "MODEL_MODES", "PrivacySpent", "Protocol", "Reconstruction", "check_loss",
+__all__ = ["Assumption", "AttackerKnowledge", "AuditResult", "ClientUpdate", "ImageMetrics", "LOSSES", "LabelKnowledge", "LeakVerdict",
+           "LocalTraining", "MODEL_MODES", "PrivacySpent", "Protocol", "Reconstruction", "Verdict", "check_loss",
            "check_model_mode"]

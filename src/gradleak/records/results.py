@@ -10,6 +10,7 @@ import torch
 from gradleak.errors import GradleakError
 from gradleak.records.client import PrivacySpent
 from gradleak.records.knowledge import Assumption, LabelKnowledge
+from gradleak.records.verdict import LeakVerdict
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,14 @@ class Reconstruction:
     "partial" when they found fewer samples than asked, and R-GAP's batch treatment
     "combination" (one combined input, copied for every sample). For analytic attacks
     `restart_losses` holds the relative gradient mismatch of the result (empty when it
-    has no single-sample gradient to compare with).
+    has no single-sample gradient to compare with). The status says how the attack ran,
+    not whether anything leaked: that is the verdict of its metrics (`ImageMetrics.verdict`).
+
+    `gradient_mismatch` is the relative L2 distance between the update the reconstruction
+    (with its labels) would produce and the observed one, in the units the attacker
+    compared (after the best scale when it read a FedAvg delta as one step of an assumed
+    learning rate); every attack reports it. `notes` say how the attack had to run
+    (attention on the math kernel, ...).
     """
 
     data: torch.Tensor
@@ -42,6 +50,8 @@ class Reconstruction:
     peak_memory_bytes: int | None = None  # the process's peak resident memory during the attack
     restart_mode: str = "sequential"  # how the restarts ran: stacked, interleaved, sequential; or "analytic"
     units: tuple[tuple[int, ...], ...] = ()  # analytic attacks: the layer units each sample was read from
+    gradient_mismatch: float | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,15 +61,19 @@ class ImageMetrics:
     `values` maps each computed metric (a name of `gradleak.metrics.METRICS`) to one
     value per original, in the order of the original batch; `assignment[i]` is the index
     of the reconstruction matched to original `i`, by the metric named in `matching`.
+    `baseline_psnr` is the PSNR of a flat image of each original's mean colour, the floor
+    the verdict measures a reconstruction against.
     """
 
     values: Mapping[str, tuple[float, ...]]
     assignment: tuple[int, ...]
     label_accuracy: float | None = None
     matching: str = "mse"
+    baseline_psnr: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", {k: tuple(float(x) for x in v) for k, v in self.values.items()})
+        object.__setattr__(self, "baseline_psnr", tuple(float(x) for x in self.baseline_psnr))
         sizes = {k: len(v) for k, v in self.values.items()}
         if any(n != len(self.assignment) for n in sizes.values()):
             raise GradleakError(f"ImageMetrics needs one value per original ({len(self.assignment)}), got {sizes}")
@@ -101,11 +115,20 @@ class ImageMetrics:
     def mse_mean(self) -> float:
         return self.mean("mse")
 
+    @property
+    def verdict(self) -> LeakVerdict:
+        """Leaked / partly / not leaked, per sample and overall, at the default thresholds."""
+        if "psnr" not in self.values or len(self.baseline_psnr) != len(self.assignment):
+            raise GradleakError("a verdict needs the PSNR and the flat-colour baseline of every sample")
+        return LeakVerdict.of(self.values, self.baseline_psnr)
+
     def means(self) -> dict[str, float]:
         """Every metric's mean over the batch, the best PSNR, and the label accuracy."""
         out = {name: self.mean(name) for name in self.values}
         if "psnr" in self.values:
             out["psnr_max"] = self.psnr_max
+        if self.baseline_psnr:
+            out["baseline_psnr"] = sum(self.baseline_psnr) / len(self.baseline_psnr)
         if self.label_accuracy is not None:
             out["label_accuracy"] = self.label_accuracy
         return out
@@ -131,13 +154,22 @@ class AuditResult:
     units: tuple[tuple[int, ...], ...] = ()
     defenses: tuple[str, ...] = ()  # what the client applied to its update, in order
     privacy: PrivacySpent | None = None  # a DP-SGD client's (epsilon, delta) spent
+    gradient_mismatch: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> LeakVerdict:
+        return self.metrics.verdict
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict.to_json(),
             "metrics": self.metrics.means(),
             "per_sample": {**{k: list(v) for k, v in self.metrics.values.items()},
                            "assignment": list(self.metrics.assignment)},
             "status": self.status,
+            "gradient_mismatch": self.gradient_mismatch,
+            "notes": list(self.notes),
             "knowledge": {
                 "assumption_levels": [int(a) for a in self.assumptions],
                 "assumption_names": [a.name.lower() for a in self.assumptions],

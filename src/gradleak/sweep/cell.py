@@ -7,6 +7,8 @@ as a `CellOutcome` (the row plus its artifact bytes), so workers never touch the
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -57,6 +59,17 @@ def run_cell(cell: Cell, sweep: str) -> CellOutcome:
                                error=error, versions=versions(), started=started, finished=time.time()))
 
 
-def init_worker(threads: int) -> None:
-    """Pin a worker process to its share of the cores (one thread: steadier timings)."""
+def init_worker(threads: int, parent: int | None = None) -> None:
+    """Pin a worker process to its share of the cores (one thread: steadier timings) and,
+    when `parent` (the driver's pid) is given, end the worker when the driver is gone:
+    a driver killed outright (SIGKILL, the OOM killer) cannot stop its workers itself."""
     torch.set_num_threads(max(1, int(threads)))
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:  # re-parented: the driver died
+            os._exit(1)

@@ -68,7 +68,7 @@ class LocalExecutor(Executor):
         # spawn, not fork: forking a process that already runs torch's thread pools can hang
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=init_worker,
-                                   initargs=(self.threads,))
+                                   initargs=(self.threads, os.getpid()))
         try:
             queue = iter(cells)
             running = set()

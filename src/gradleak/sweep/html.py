@@ -287,7 +287,7 @@ def render_report(store_path: str | os.PathLike[str], out_path: str | os.PathLik
         raise GradleakError(f"the report and CSV must not overwrite the store {str(store_file)!r}")
     if csv_out is not None and csv_out.resolve() == out.resolve():
         raise GradleakError(f"csv_path and out_path must differ, both are {str(out)!r}")
-    with ResultStore(store_file, create=False) as store:
+    with ResultStore(store_file, readonly=True) as store:
         specs = store.sweeps()
         rows = store.rows(sweep=sweep)
         known = sorted(set(specs) | {r.sweep for r in store.rows()}) if sweep is not None else []

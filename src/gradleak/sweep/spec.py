@@ -27,6 +27,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from gradleak.sweep.records import Cell
 TOP_KEYS = ("name", "description", "metrics", "base", "grid", "zip")
 NESTED = ("attack_options", "model_options")
 DEFAULT_METRICS = ("psnr", "ssim", "mse")
+MAX_CELLS = 20_000  # every cell is validated before any runs: a bound on that, and on a store's size
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ def _values(value: Any, where: str) -> tuple[Any, ...]:
             raise GradleakError(f"{where}.range: expected 1 to 3 integers like Python's range, got {args!r}")
         if len(args) == 3 and args[2] == 0:
             raise GradleakError(f"{where}.range: the step must not be 0")
+        if len(range(*args)) > MAX_CELLS:
+            raise GradleakError(f"{where}.range: {len(range(*args)):,} values, more than the {MAX_CELLS:,} cells "
+                                "one sweep may hold")
         points = tuple(range(*args))
     elif isinstance(value, list):
         points = tuple(value)
@@ -148,6 +153,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     data = _read(path)
     src = str(path)
+    if not data:
+        raise GradleakError(f"{src}: the sweep file is empty: give it a base setting, a grid or zipped axes")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name.strip()):
         # the name becomes the default store's file name (runs/<name>.sqlite)
@@ -184,6 +191,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
             lengths = {k: len(c) for k, c in zip(names, columns)}
             raise GradleakError(f"{src}: {where}: zipped axes must have equal lengths, got {lengths}")
         axes.append(GridAxis(names, tuple(zip(*columns)), where))
+    count = math.prod(len(a.points) for a in axes)
+    if count > MAX_CELLS:
+        raise GradleakError(f"{src}: the grid has {count:,} cells, more than the {MAX_CELLS:,} one sweep may hold; "
+                            "split it into several sweeps")
     all_names = [n for a in axes for n in a.names]
     repeated = sorted({n for n in all_names if all_names.count(n) > 1})
     if repeated:

@@ -1,17 +1,26 @@
 """The result store: one SQLite file (WAL mode), one row per cell, keyed by the cell's hash.
 
-Only one process writes (the sweep's driver); workers return results to it. Every cell
-is written in its own transaction after its artifacts are on disk, so a crash or
-SIGKILL at any moment loses at most the cells in flight: a row is either absent or
-complete, and every artifact it names exists. Artifacts live in `<store>.artifacts/`.
+Drivers write; workers return results to their driver. Every cell is written in its own
+transaction after its artifacts are on disk, so a crash or SIGKILL at any moment loses
+at most the cells in flight: a row is either absent or complete, and every artifact it
+names exists. Artifacts live in `<store>.artifacts/`.
+
+Several drivers (on one machine, or on several that share the file) split a sweep: a
+driver claims a cell before it runs it (`claim`), renews its claims while it works
+(`beat`) and drops them once the row is written (`release`). A claim whose driver has not
+renewed it for `LEASE_SECONDS`, or whose driver process on this machine is gone, is
+taken over, so a killed driver's cells are run again by the next one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,7 +50,10 @@ CREATE TABLE IF NOT EXISTS cells (
     finished REAL NOT NULL,
     attempts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS cells_sweep ON cells (sweep, status);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL);
 """
+LEASE_SECONDS = 120.0  # a claim not renewed for this long belongs to a lost driver
 
 
 def _finite(value: Any) -> Any:
@@ -62,20 +74,27 @@ def _dumps(value: Any) -> str:
 class ResultStore:
     """A sweep's results in one SQLite file; safe to reopen after any crash."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if self.path.is_dir():
             raise GradleakError(f"store must be a file path, got the folder {str(self.path)!r}")
-        if not create and not self.path.is_file():
+        if (readonly or not create) and not self.path.is_file():
             raise GradleakError(f"store {str(self.path)!r} does not exist")
-        if create:
+        if create and not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            if not create and self._db.execute(
+            if readonly:  # a reader changes nothing, not even the journal mode
+                self._db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                           isolation_level=None)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if (readonly or not create) and self._db.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'").fetchone() is None:
                 self._db.close()  # a foreign SQLite file is left exactly as it was
                 raise GradleakError(f"store {str(self.path)!r} is not a gradleak result store (no cells table)")
+            if readonly:
+                return
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable up to the last checkpoint
             self._db.executescript(_SCHEMA)
@@ -139,6 +158,35 @@ class ResultStore:
             self._db.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         return _row(values)
 
+    def attempts(self) -> dict[str, int]:
+        """Cell key -> how many times it has run."""
+        return dict(self._db.execute("SELECT key, attempts FROM cells").fetchall())
+
+    def claim(self, key: str, seen_attempts: int) -> bool:
+        """Claim a cell for this driver; False when another driver holds a live claim on it,
+        or it has run since this driver planned (`seen_attempts`: its attempts then)."""
+        now = time.time()
+        with self._transaction():
+            row = self._db.execute("SELECT attempts FROM cells WHERE key = ?", (key,)).fetchone()
+            if (row[0] if row else 0) != seen_attempts:
+                return False
+            held = self._db.execute("SELECT owner, host, pid, heartbeat FROM claims WHERE key = ?", (key,)).fetchone()
+            if held is not None and held[0] != self.owner and not _lost(*held[1:], now):
+                return False
+            host, pid = self.owner.split(":")[:2]
+            self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)", (key, self.owner, host,
+                                                                                       int(pid), now))
+        return True
+
+    def release(self, key: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
+    def beat(self, owner: str | None = None) -> None:
+        """Renew the claims of `owner` (this store's driver by default)."""
+        with self._transaction():
+            self._db.execute("UPDATE claims SET heartbeat = ? WHERE owner = ?", (time.time(), owner or self.owner))
+
     def rows(self, sweep: str | None = None, status: str | None = None) -> list[CellRow]:
         """Stored rows (optionally of one sweep and status), oldest first."""
         query, args = "SELECT * FROM cells", []
@@ -176,17 +224,48 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+def _lost(host: str, pid: int, heartbeat: float, now: float) -> bool:
+    """Whether a claim's driver is gone: silent for a lease, or a dead process on this machine."""
+    if now - heartbeat > LEASE_SECONDS:
+        return True
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+    return False
+
+
 def _row(values) -> CellRow:
     (key, sweep, status, settings, axes, metrics, per_sample, timings, error, versions, artifacts, started,
      finished, attempts) = values
 
-    def nan(v):  # nulls stored for NaN/inf come back as NaN
-        return float("nan") if v is None else v
+    def nan(v, field: str):  # nulls stored for NaN/inf come back as NaN
+        if v is None:
+            return float("nan")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise GradleakError(f"store row {key!r} is damaged: {field} holds {v!r}, not a number")
+        return v
 
+    def parse(text, field: str, kind: type):
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise GradleakError(f"store row {key!r} is damaged: its {field} is not valid JSON ({exc})") from None
+        if not isinstance(value, kind):
+            raise GradleakError(f"store row {key!r} is damaged: its {field} is a {type(value).__name__}")
+        return value
+
+    per = parse(per_sample, "per_sample", dict)
+    if not all(isinstance(v, list) for v in per.values()):
+        raise GradleakError(f"store row {key!r} is damaged: per_sample must map metrics to lists")
     return CellRow(
-        key=key, sweep=sweep, status=status, settings=json.loads(settings), axes=json.loads(axes),
-        metrics={k: nan(v) for k, v in json.loads(metrics).items()},
-        per_sample={k: tuple(nan(x) for x in v) for k, v in json.loads(per_sample).items()},
-        timings=json.loads(timings), error=error, versions=json.loads(versions), artifacts=json.loads(artifacts),
-        started=started, finished=finished, attempts=attempts)
+        key=key, sweep=sweep, status=status, settings=parse(settings, "settings", dict),
+        axes=parse(axes, "axes", dict),
+        metrics={k: nan(v, f"metric {k}") for k, v in parse(metrics, "metrics", dict).items()},
+        per_sample={k: tuple(nan(x, f"per-sample {k}") for x in v) for k, v in per.items()},
+        timings=parse(timings, "timings", dict), error=error, versions=parse(versions, "versions", dict),
+        artifacts=parse(artifacts, "artifacts", dict), started=started, finished=finished, attempts=attempts)
 

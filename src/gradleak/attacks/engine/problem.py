@@ -125,6 +125,35 @@ def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
     return MatchingProblem(gradient_view, predict_step, gradient_view, work, False, update.training.loss)
 
 
+def update_mismatch(model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, data: torch.Tensor,
+                    labels: torch.Tensor | None) -> float | None:
+    """Relative L2 distance between the update `data` with `labels` would produce and the
+    observed one, in the units the attacker compares; for a FedAvg delta read as one step
+    of an assumed learning rate, after the best scale (the rate is unknown). None when the
+    attack returned no labels or the update does not fit the model."""
+    if labels is None:
+        return None
+    try:
+        problem = build_problem(model, update, knowledge)
+    except GradleakError:
+        return None
+    dtype = problem.target[0].dtype
+    x = data.detach().to(dtype).reshape(knowledge.num_samples, *knowledge.input_shape)
+    y = labels.detach().reshape(-1).long()
+    with torch.enable_grad():
+        predicted = [p.detach().double() for p in problem.predict(x, y)]
+    target = [t.double() for t in problem.target]
+    norm = sum(float((t * t).sum()) for t in target) ** 0.5
+    if norm == 0:
+        return None
+    scale = 1.0
+    if update.protocol is Protocol.FEDAVG and not problem.unrolled:
+        size = sum(float((p * p).sum()) for p in predicted)
+        scale = sum(float((p * t).sum()) for p, t in zip(predicted, target)) / size if size > 0 else 0.0
+    residual = sum(float(((scale * p - t) ** 2).sum()) for p, t in zip(predicted, target)) ** 0.5
+    return residual / norm
+
+
 @dataclass(frozen=True)
 class Layout:
     """How one restart's unknowns sit in a row: the data (B, *input_shape), then

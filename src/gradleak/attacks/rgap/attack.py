@@ -96,10 +96,9 @@ class RGAP(Attack):
         self.tol = check_positive_float("tol", tol)
         self.max_iter = check_positive_int("max_iter", max_iter)
 
-    def reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *,
-                    seed: int = 0, callback=None) -> Reconstruction:
+    def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *,
+                     seed: int, callback) -> Reconstruction:
         """Invert the update layer by layer (`seed` and `callback` are unused: nothing is random)."""
-        self._check_inputs(update, knowledge, seed)
         loss = update.training.loss
         layers = rgap_layers(model, knowledge.input_shape, logits="one" if loss == "logistic" else "many")
         validate_update(model, update)
