@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -283,3 +284,50 @@ def test_bad_names_and_counts(tmp_path):
         make_executor("local", workers=2, threads=0)
     with pytest.raises(GradleakError, match="is a folder, not a YAML file"):
         load_sweep(tmp_path)
+
+
+def test_two_drivers_on_one_store_split_its_cells(tmp_path):
+    """Concurrent drivers claim cells in the store: every cell runs once, and both drivers work."""
+    sweep = write(tmp_path, TINY_24)
+    store_path = tmp_path / "shared.sqlite"
+    cmd = [sys.executable, "-m", "gradleak.cli", "sweep", str(sweep), "--store", str(store_path)]
+    procs = [subprocess.Popen([*cmd, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    with ResultStore(store_path, create=False) as store:
+        rows = store.rows()
+        assert len(rows) == 24 and len({r.key for r in rows}) == 24
+        assert sum(r.attempts for r in rows) == 24  # nothing computed twice
+    ran = [int(re.search(r"(\d+) done and", out).group(1)) for out, _ in outputs]
+    assert sum(ran) == 24 and min(ran) > 0, outputs
+
+
+def test_workers_end_when_their_driver_is_killed(tmp_path):
+    """SIGKILL of the driver alone (the OOM killer's way) leaves no worker behind."""
+    sweep = write(tmp_path, TINY_24)
+    store_path = tmp_path / "orphans.sqlite"
+    cmd = [sys.executable, "-m", "gradleak.cli", "sweep", str(sweep), "--store", str(store_path), "--workers", "2",
+           "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while _count_done(store_path) < 1:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only
+        proc.wait()
+        gone = time.time() + 15
+        while time.time() < gone:
+            try:
+                os.killpg(proc.pid, 0)  # any process of the sweep's session left?
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the workers outlived their driver")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

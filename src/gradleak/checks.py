@@ -35,18 +35,22 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _expectation(kind: str, low: float | None, high: float | None, low_open: bool = False,
+                 high_open: bool = False) -> str:
+    """'an integer >= 1', 'a number in (0, 1]', 'a finite number > 0', ..."""
+    if low is not None and high is not None:
+        return f"{kind} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{kind} {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{kind} {'<' if high_open else '<='} {high:g}"
+    return kind
+
+
 def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
     """An integer (not a bool) in [low, high] (either bound may be open-ended)."""
     if not is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-        if low is not None and high is not None:
-            expectation = f"an integer in [{low}, {high}]"
-        elif low is not None:
-            expectation = f"an integer >= {low}"
-        elif high is not None:
-            expectation = f"an integer <= {high}"
-        else:
-            expectation = "an integer"
-        raise fail(name, expectation, value)
+        raise fail(name, _expectation("an integer", low, high), value)
     return int(value)
 
 
@@ -82,15 +86,8 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        if low is not None and high is not None:
-            expectation = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        elif low is not None:
-            expectation = f"a finite number {'>' if low_open else '>='} {low:g}"
-        elif high is not None:
-            expectation = f"a finite number {'<' if high_open else '<='} {high:g}"
-        else:
-            expectation = "a finite number"
-        raise fail(name, expectation, value)
+        kind = "a number" if low is not None and high is not None else "a finite number"
+        raise fail(name, _expectation(kind, low, high, low_open, high_open), value)
     return float(value)
 
 

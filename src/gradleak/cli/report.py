@@ -24,8 +24,12 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gradleak.cli.args import output_file
     from gradleak.cli.render import out_console
     from gradleak.sweep.html import render_report
+
+    output_file(args.out)
+    output_file(args.csv, "--csv")
 
     files = render_report(args.store, args.out, sweep=args.sweep, csv_path=args.csv,
                           psnr_threshold=args.psnr_threshold, perceptual_threshold=args.perceptual_threshold)

@@ -98,6 +98,7 @@ def build_model(
     check_positive_int("num_classes", num_classes)
     check_int("seed", seed, low=0, high=2**63 - 1)
     shape = check_input_shape(key, input_shape)
+    _check_model_size(key, factory, num_classes, shape, options)
     # fork only the CPU generator: construction happens on the CPU, and forking CUDA
     # generators would initialize CUDA as a side effect
     with torch.random.fork_rng(devices=[]):
@@ -115,6 +116,23 @@ def build_model(
         load_checkpoint(model, checkpoint)
     log.debug("built model %s for input %s, %d classes, seed %d", key, shape, num_classes, seed)
     return model.eval()
+
+
+def _check_model_size(key: str, factory: ModelFactory, num_classes: int, shape: tuple[int, ...],
+                      options: dict[str, Any]) -> None:
+    """Refuse a model whose weights exceed the machine's memory, measured on the meta device
+    (shapes without storage) before anything is allocated."""
+    from gradleak.memory import check_fits
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            probe = factory(num_classes, shape, **options)
+        nbytes = sum(t.numel() * t.element_size() for t in [*probe.parameters(), *probe.buffers()])
+    except GradleakError:
+        raise
+    except Exception:  # a factory the meta device cannot run: the real build says what is wrong
+        return
+    check_fits(f"model {key!r} with options {options}", nbytes, "choose smaller options")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:

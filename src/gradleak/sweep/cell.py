@@ -37,7 +37,7 @@ def run_cell(cell: Cell, sweep: str) -> CellOutcome:
     try:
         run = run_audit(AuditConfig.from_settings(cell.settings))
         result = run.result
-        per_sample = dict(result.metrics.values)
+        per_sample = {**result.metrics.values, "baseline_psnr": result.metrics.baseline_psnr}
         timings = dict(result.timings)
         if result.peak_memory_bytes is not None:
             timings["peak_memory_mib"] = result.peak_memory_bytes / 2**20

@@ -56,7 +56,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]:
-        cells = list(cells)
+        # cells are drawn one at a time: a driver claims each only when it is about to run
         if self.workers == 1:
             init_worker(self.threads)
             for cell in cells:

@@ -120,18 +120,21 @@ def _mean_std(m: MetricStat | None) -> str:
 def _summary_table(summary: Summary) -> str:
     axes = [a.name for a in summary.setting_axes]
     leak = summary.perceptual is not None
-    header = [_e(a) for a in axes] + ["n done", "n failed"] + [_e(m) for m in summary.metrics]
+    header = [_e(a) for a in axes] + ["verdict", "n done", "n failed"] + [_e(m) for m in summary.metrics]
     header += ["BRR", "WSRR"] if leak else []
     rows = []
     for s in summary.settings:
-        cells = [_e(format_value(v)) for _, v in s.values] + [str(len(s.done)), str(len(s.failed))]
+        cells = [_e(format_value(v)) for _, v in s.values] + [_e(s.verdict or "–"), str(len(s.done)),
+                                                               str(len(s.failed))]
         cells += [_mean_std(s.metric(m)) for m in summary.metrics]
         if leak:
             cells += [_num(s.leak.brr), _num(s.leak.wsrr)] if s.leak else ["–", "–"]
         rows.append(cells)
-    numeric = [False] * len(axes) + [True] * (len(header) - len(axes))
-    note = ("<p class='note'>Mean ± sample standard deviation over the setting's cells (each cell's value is "
-            "its batch mean); n counts cells.")
+    numeric = [False] * (len(axes) + 1) + [True] * (len(header) - len(axes) - 1)
+    note = ("<p class='note'>Verdict: the worst over the setting's cells of leaked (PSNR ≥ 18 dB, perceptual "
+            "distance ≤ 0.1 where computed, and 3 dB above a flat image of the mean colour), partly leaked (3 dB "
+            "above it) or not leaked. Mean ± sample standard deviation over the setting's cells (each cell's value "
+            "is its batch mean); n counts cells.")
     if leak:
         note += (f" BRR: mean fraction of a batch's images that leak; WSRR: fraction of cells in which at least "
                  f"one image leaks (PSNR ≥ {summary.psnr_threshold:g} dB and {_e(summary.perceptual)} ≤ "

@@ -16,13 +16,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from gradleak.errors import GradleakError
+from gradleak.checks import check_number
 from gradleak.metrics.leak import (
     PERCEPTUAL_THRESHOLD,
     PSNR_THRESHOLD_DB,
     LeakRates,
     leak_rates,
 )
+from gradleak.records.verdict import LeakVerdict, worst
 from gradleak.sweep.records import DONE, FAILED, REPLICATE_AXES, CellRow
 
 PERCEPTUAL_METRICS = ("lpips", "stlpips")  # preferred first: the SoK's thresholds are LPIPS values
@@ -84,6 +85,7 @@ class Setting:
     leak: LeakRates | None  # None without per-image PSNR and perceptual values
     best: CellRow | None  # highest batch-mean PSNR
     worst: CellRow | None  # lowest
+    verdict: str | None = None  # the worst verdict over its cells (None for cells stored without a baseline)
 
     def metric(self, name: str) -> MetricStat | None:
         return next((m for m in self.metrics if m.metric == name), None)
@@ -266,10 +268,13 @@ def _extremes(rows: Sequence[CellRow]) -> tuple[CellRow | None, CellRow | None]:
     return max(scored, key=lambda r: r.metrics["psnr"]), min(scored, key=lambda r: r.metrics["psnr"])
 
 
-def _check_threshold(name: str, value: Any) -> float:
-    if not (is_number(value) and math.isfinite(value)):
-        raise GradleakError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+
+
+def _verdict(rows: Sequence[CellRow]) -> str | None:
+    """The worst of the cells' verdicts (`gradleak.records.verdict`), from their per-image values."""
+    verdicts = [LeakVerdict.of(r.per_sample, r.per_sample["baseline_psnr"]).overall for r in rows
+                if "psnr" in r.per_sample and "baseline_psnr" in r.per_sample]
+    return worst(verdicts).value if verdicts else None
 
 
 def summarize(rows: Sequence[CellRow], *, specs: Iterable[Mapping[str, Any]] = (),
@@ -281,8 +286,8 @@ def summarize(rows: Sequence[CellRow], *, specs: Iterable[Mapping[str, Any]] = (
     only give the axes' order. BRR/WSRR use per-image PSNR and the first perceptual
     metric of `PERCEPTUAL_METRICS` stored per image.
     """
-    psnr_threshold = _check_threshold("psnr_threshold", psnr_threshold)
-    perceptual_threshold = _check_threshold("perceptual_threshold", perceptual_threshold)
+    psnr_threshold = check_number("psnr_threshold", psnr_threshold)
+    perceptual_threshold = check_number("perceptual_threshold", perceptual_threshold, low=0)
     rows = list(rows)
     done = [r for r in rows if r.status == DONE]
     failed = [r for r in rows if r.status == FAILED]
@@ -305,7 +310,8 @@ def summarize(rows: Sequence[CellRow], *, specs: Iterable[Mapping[str, Any]] = (
             values=tuple((a.name, first.get(a.name, UNSET)) for a in setting_axes), done=ok,
             failed=tuple(r for r in members if r.status == FAILED),
             metrics=tuple(_metric_stat(ok, m) for m in metrics),
-            leak=_leak(ok, perceptual, psnr_threshold, perceptual_threshold), best=best, worst=worst))
+            leak=_leak(ok, perceptual, psnr_threshold, perceptual_threshold), best=best, worst=worst,
+            verdict=_verdict(ok)))
 
     versions: dict[str, list[str]] = {}
     for row in rows:
