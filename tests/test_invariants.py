@@ -328,3 +328,43 @@ def test_snapshot_sees_every_kind_of_change():
     model.eval()
     model(torch.rand(1, 3, 8, 8)).sum().backward()
     assert "grads" in untouched(model, before)
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ATTACK_CASES))
+def test_attacks_create_nothing_off_the_models_device(name):
+    """With the default device set to `meta`, any tensor an attack creates without naming a
+    device lands there and breaks (or changes) the result: attacks must follow the model's
+    device. The result must equal the plain run's, bit for bit, and live on the CPU."""
+    _, options = ATTACK_CASES[name]
+    model, update, knowledge = _attack_problem(name)
+    plain = ATTACKS.create(name, options).reconstruct(model, update, knowledge, seed=3)
+    with torch.device("meta"):
+        guarded = ATTACKS.create(name, options).reconstruct(model, update, knowledge, seed=3)
+    assert guarded.data.device.type == "cpu" and torch.equal(guarded.data, plain.data)
+    assert guarded.gradient_mismatch == plain.gradient_mismatch
+
+
+@pytest.mark.parametrize("name", sorted(DEFENSE_CASES))
+def test_defenses_create_nothing_off_the_updates_device(name):
+    model = tiny_lenet(channels=3, size=8, classes=4)
+    images, labels = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 3])
+    update = simulate_client(model, images, labels)
+    client = ClientBatch(model, images, labels, LocalTraining(), "eval", seed=1)
+    defense = parse_defense(DEFENSE_CASES[name])
+    plain = defense.transform(update, seed=3, client=client)
+    with torch.device("meta"):
+        guarded = defense.transform(update, seed=3, client=client)
+    assert all(t.device.type == "cpu" for t in guarded.tensors)
+    assert tensors_equal(plain.tensors, guarded.tensors)
+
+
+def test_the_device_guard_catches_a_tensor_made_without_a_device():
+    def careless(model):
+        return torch.zeros(2) + next(model.parameters()).sum().detach()
+
+    model = _conv()
+    with torch.device("meta"), pytest.raises(Exception):
+        careless(model).tolist()

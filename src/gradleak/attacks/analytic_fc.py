@@ -24,6 +24,7 @@ from gradleak.attacks.engine.labels import LABEL_RULES
 from gradleak.attacks.engine.problem import build_problem, validate_update
 from gradleak.attacks.engine.restarts import known_or_inferred_labels
 from gradleak.checks import check_positive_float
+from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import (
     AttackerKnowledge,
@@ -42,7 +43,7 @@ def first_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, nn
         if any(True for _ in module.parameters(recurse=False)):
             module.register_forward_pre_hook(lambda mod, args, _name=name: calls.append(_name))
     with torch.no_grad():
-        probe(torch.zeros(1, *input_shape))
+        probe(torch.zeros(1, *input_shape, device=model_device(probe)))
     if not calls:
         raise GradleakError("the model has no parameterized layer the input reaches")
     return calls[0], modules[calls[0]]
@@ -72,7 +73,7 @@ def invert_linear(weight_grad: torch.Tensor, bias_grad: torch.Tensor, num_sample
             reps.append(cand)
             groups.append([unit])
     order = sorted(range(len(groups)), key=lambda g: (-len(groups[g]), groups[g][0]))[:num_samples]
-    data = torch.zeros(num_samples, weight_grad.shape[1], dtype=weight_grad.dtype)
+    data = torch.zeros(num_samples, weight_grad.shape[1], dtype=weight_grad.dtype, device=weight_grad.device)
     units: list[list[int]] = []
     for k, g in enumerate(order):
         data[k] = reps[g].to(weight_grad.dtype)

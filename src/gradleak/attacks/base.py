@@ -26,6 +26,7 @@ from gradleak.attacks.engine.problem import update_mismatch
 from gradleak.attacks.engine.restarts import check_halving, restart_seeds
 from gradleak.attacks.engine.stopping import Deadline, Halving, LoopResult
 from gradleak.checks import check_positive_float, check_positive_int, check_seed
+from gradleak.devices import generator, model_device
 from gradleak.errors import GradleakError
 from gradleak.memory import PeakMemory, check_fits
 from gradleak.records import (
@@ -160,7 +161,8 @@ class OptimizationAttack(Attack):
     def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, seed: int,
                      callback: ProgressCallback | None) -> Reconstruction:
         start = time.perf_counter()
-        generators = [torch.Generator().manual_seed(s) for s in restart_seeds(seed, self.restarts)]
+        device = model_device(model)
+        generators = [generator(device, s) for s in restart_seeds(seed, self.restarts)]
 
         def on_step(it: int, restart: int, loss: float, running: int, data: torch.Tensor) -> bool:
             if callback is None:

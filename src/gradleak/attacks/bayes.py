@@ -31,6 +31,7 @@ from gradleak.attacks.engine.restarts import (
 )
 from gradleak.checks import check_names, check_positive_float, check_positive_int
 from gradleak.defenses.conditionals import Identity
+from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge, Protocol
 
@@ -100,8 +101,8 @@ class PriorMatching(OptimizationAttack):
         tv, weight = self.tv, self.range_weight
         box = None
         if knowledge.bounds is not None and weight > 0:
-            low = torch.tensor(knowledge.bounds[0], dtype=torch.float32)
-            high = torch.tensor(knowledge.bounds[1], dtype=torch.float32)
+            low = torch.tensor(knowledge.bounds[0], dtype=torch.float32, device=layout.device)
+            high = torch.tensor(knowledge.bounds[1], dtype=torch.float32, device=layout.device)
             if len(layout.input_shape) == 3 and low.numel() == layout.input_shape[0]:
                 low, high = low.reshape(-1, 1, 1), high.reshape(-1, 1, 1)
             else:
@@ -124,7 +125,7 @@ class PriorMatching(OptimizationAttack):
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
         problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr, skip=self.skip)
         labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
-        layout = Layout(knowledge.num_samples, knowledge.input_shape)
+        layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         distance = self._distance(update, knowledge)
         if not isinstance(distance, str) and update.protocol is Protocol.FEDAVG and not problem.unrolled:

@@ -17,6 +17,7 @@ from gradleak.attacks.engine.problem import Layout, build_problem, matching_obje
 from gradleak.attacks.engine.restarts import dummy_data, run_restarts
 from gradleak.attacks.engine.stopping import Plateau
 from gradleak.checks import check_positive_float, check_positive_int
+from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import LabelKnowledge
 
@@ -90,11 +91,13 @@ class DLG(OptimizationAttack):
         problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr)
         hard = self._fixed_labels(problem, knowledge)
         given = hard is not None
-        layout = Layout(knowledge.num_samples, knowledge.input_shape, None if given else knowledge.num_classes)
+        layout = Layout(knowledge.num_samples, knowledge.input_shape, None if given else knowledge.num_classes,
+                        device=model_device(model))
         starts = []
         for gen in generators:  # data first, then label logits, from each restart's own generator
             x = dummy_data(knowledge, gen)[None]
-            y = None if given else torch.randn(1, knowledge.num_samples, knowledge.num_classes, generator=gen)
+            y = None if given else torch.randn(1, knowledge.num_samples, knowledge.num_classes, generator=gen,
+                                               device=gen.device)
             starts.append(layout.pack(x, y))
         objective, stacked = matching_objective(problem, layout, "l2", hard, batched=self.restart_mode == "stacked")
         scale = float(sum((t.double() ** 2).sum() for t in problem.target))

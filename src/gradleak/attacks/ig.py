@@ -24,6 +24,7 @@ from gradleak.attacks.engine.restarts import (
     run_restarts,
 )
 from gradleak.checks import check_names, check_positive_float, check_positive_int
+from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
 
@@ -89,7 +90,7 @@ class InvertingGradients(OptimizationAttack):
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
         problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr, skip=self.skip)
         labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
-        layout = Layout(knowledge.num_samples, knowledge.input_shape)
+        layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         tv = self.tv
         objective, stacked = matching_objective(problem, layout, self.distance, labels,

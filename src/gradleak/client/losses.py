@@ -42,7 +42,9 @@ def client_loss(name: str, outputs: torch.Tensor, targets: torch.Tensor, reducti
 def model_regularization(model: nn.Module) -> torch.Tensor:
     """Sum of `regularization()` over the submodules that define it (a zero tensor if none)."""
     terms = [m.regularization() for m in model.modules() if callable(getattr(m, "regularization", None))]
-    return torch.stack([t.reshape(()) for t in terms]).sum() if terms else torch.zeros(())
+    if terms:
+        return torch.stack([t.reshape(()) for t in terms]).sum()
+    return torch.zeros((), device=next((p.device for p in model.parameters()), None))
 
 
 def has_regularization(model: nn.Module) -> bool:

@@ -30,10 +30,11 @@ from gradleak.records import ClientUpdate, LocalTraining, Protocol, check_model_
 def minibatch_order(num_samples: int, training: LocalTraining, seed: int) -> list[torch.Tensor]:
     """Index tensors of the local mini-batches, epoch after epoch (seeded when shuffling)."""
     b = num_samples if training.batch_size is None else min(training.batch_size, num_samples)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # index streams: the same on every device
     batches = []
     for _ in range(training.epochs):
-        order = torch.randperm(num_samples, generator=gen) if training.shuffle else torch.arange(num_samples)
+        order = (torch.randperm(num_samples, generator=gen, device="cpu") if training.shuffle
+                 else torch.arange(num_samples, device="cpu"))
         batches.extend(order[i : i + b] for i in range(0, num_samples, b))
     return batches
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gradleak.checks import check_fraction, check_positive_float, check_seed
+from gradleak.devices import generator as seeded_generator
 from gradleak.errors import GradleakError
 from gradleak.records import ClientUpdate, LocalTraining, check_model_mode
 
@@ -81,8 +82,8 @@ class Defense(ABC):
         check_seed(seed)
         if self.needs_client and client is None:
             raise GradleakError(f"defense {self.name!r} works on the client's batch: pass client=ClientBatch(...)")
-        generator = torch.Generator().manual_seed(seed)
-        tensors = self._tensors(tuple(update.tensors), generator, client)
+        device = update.tensors[0].device if update.tensors else torch.device("cpu")
+        tensors = self._tensors(tuple(update.tensors), seeded_generator(device, seed), client)
         return replace_tensors(update, tensors, self.spec())
 
     def conditional(self, after: "Conditional", *, seed: int | None = None) -> "Conditional":

@@ -97,18 +97,19 @@ class Masked(Conditional):
     keep: float
     inner: Elementwise
     masks: tuple[torch.Tensor, ...] | None = None
-    mask_fn: Callable[[tuple[torch.Size, ...]], tuple[torch.Tensor, ...]] | None = None
+    mask_fn: Callable[..., tuple[torch.Tensor, ...]] | None = None  # (shapes, device) -> masks
 
-    def masks_for(self, shapes: Sequence[torch.Size]) -> tuple[torch.Tensor, ...] | None:
+    def masks_for(self, shapes: Sequence[torch.Size], device: torch.device | str = "cpu"
+                  ) -> tuple[torch.Tensor, ...] | None:
         """The keep-masks for tensors of `shapes`, or None when the attacker does not know them."""
         if self.masks is not None:
             return tuple(self.masks)
         if self.mask_fn is not None:
-            return tuple(self.mask_fn(tuple(torch.Size(s) for s in shapes)))
+            return tuple(self.mask_fn(tuple(torch.Size(s) for s in shapes), device=torch.device(device)))
         return None
 
     def nll(self, predicted: Tensors, observed: Tensors) -> torch.Tensor:
-        masks = self.masks_for([o.shape for o in observed])
+        masks = self.masks_for([o.shape for o in observed], observed[0].device if observed else "cpu")
         if masks is not None:
             kept = [torch.where(m.to(p.device).bool(), p, 0.0) for p, m in zip(predicted, masks)]
             return self.inner.nll(kept, observed)

@@ -28,6 +28,7 @@ from gradleak.checks import (
 )
 from gradleak.client import check_batch, client_loss, minibatch_order
 from gradleak.defenses.base import ClientBatch, TrainingDefense
+from gradleak.devices import generator as device_generator
 from gradleak.errors import GradleakError
 from gradleak.records import (
     ClientUpdate,
@@ -180,11 +181,11 @@ def simulate_dp_client(
         max_grad_norm=dp.max_grad_norm,
         expected_batch_size=n,
         loss_reduction="mean",
-        generator=torch.Generator().manual_seed(seed),
+        generator=device_generator(params[0].device, seed),
     )
     labels = labels.long()
     fedsgd = training.protocol is Protocol.FEDSGD
-    batches = [torch.arange(n)] if fedsgd else minibatch_order(n, training, seed)
+    batches = [torch.arange(n, device="cpu")] if fedsgd else minibatch_order(n, training, seed)
     try:
         for idx in batches:
             # Opacus divides the noisy sum by expected_batch_size; the last mini-batch may be

@@ -18,14 +18,16 @@ from gradleak.errors import GradleakError
 
 
 def gaussian_noise(tensors, sigma: float, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    return tuple(t + sigma * torch.randn(t.shape, generator=generator, dtype=t.dtype) for t in tensors)
+    return tuple(t + sigma * torch.randn(t.shape, generator=generator, dtype=t.dtype, device=generator.device)
+                 for t in tensors)
 
 
 def laplacian_noise(tensors, b: float, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     # inverse CDF of Laplace(0, b) on u ~ U(-1/2, 1/2); the open interval avoids log(0)
     out = []
     for t in tensors:
-        u = torch.rand(t.shape, generator=generator, dtype=torch.float64).clamp(1e-12, 1 - 1e-12) - 0.5
+        u = torch.rand(t.shape, generator=generator, dtype=torch.float64, device=generator.device)
+        u = u.clamp(1e-12, 1 - 1e-12) - 0.5
         out.append(t + (-b * u.sign() * torch.log1p(-2 * u.abs())).to(t.dtype))
     return tuple(out)
 

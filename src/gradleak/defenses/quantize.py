@@ -35,7 +35,8 @@ def qsgd(tensors: Sequence[torch.Tensor], levels: int, generator: torch.Generato
         # float64 so the grid and the rounding probabilities are not float32-rounded
         v = t.double()
         norm = v.norm()
-        u = torch.rand(t.shape, generator=generator, dtype=torch.float64)  # drawn even for zero tensors: stable stream
+        # drawn even for zero tensors: a stable stream
+        u = torch.rand(t.shape, generator=generator, dtype=torch.float64, device=generator.device)
         if norm == 0:
             out.append(t.clone())
             continue

@@ -91,7 +91,7 @@ def representation_scores(model: nn.Module, layer: str | None, images: torch.Ten
         units = torch.arange(start, min(start + _CHUNK, d), device=r.device)
         # one backward per unit, vmapped: row j seeds d(sum_n r[n, units[j]]) / dx
         seeds = torch.zeros(len(units), n, d, dtype=r.dtype, device=r.device)
-        seeds[torch.arange(len(units)), :, units] = 1
+        seeds[torch.arange(len(units), device=r.device), :, units] = 1
         (grads,) = torch.autograd.grad(r, x, seeds, retain_graph=True, is_grads_batched=True)
         norms[:, units] = grads.flatten(2).norm(dim=2).T.to(r.dtype)
     return (norms / (r.detach().abs() + EPSILON)).sum(0)
@@ -149,7 +149,7 @@ class Soteria(Defense):
         units = tensors[index].shape[-1]
         if pruned_count(self.rate, units) == 0:
             return tensors
-        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator, device=generator.device))
         scores = representation_scores(client.model, name, client.images, client.model_mode, seed=seed)
         if scores.numel() != units:
             raise GradleakError(f"soteria: layer {name!r} sees {scores.numel()} features but its update has "

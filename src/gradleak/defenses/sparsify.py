@@ -20,6 +20,7 @@ import torch
 
 from gradleak.defenses.base import Defense, NotModeled, check_fraction, check_seed
 from gradleak.defenses.conditionals import Elementwise, Masked, Transformed
+from gradleak.devices import generator as seeded_generator
 from gradleak.errors import GradleakError
 
 SCOPES = ("tensor", "global")
@@ -57,7 +58,8 @@ def top_k(stacked: Sequence[torch.Tensor], keep: float, scope: str = "tensor") -
 def prune_masks(shapes: Sequence[torch.Size], rate: float, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Keep-masks (bool), one per shape in order, each entry kept with probability 1 - rate.
     Drawn in float64 so the keep probability is 1 - rate to well below any test's noise."""
-    return tuple(torch.rand(tuple(s), generator=generator, dtype=torch.float64) >= rate for s in shapes)
+    return tuple(torch.rand(tuple(s), generator=generator, dtype=torch.float64, device=generator.device) >= rate
+                 for s in shapes)
 
 
 def random_prune(tensors: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -108,10 +110,11 @@ class RandomPrune(Defense):
     def __init__(self, rate: float = 0.5) -> None:
         self.rate = check_fraction("rate", rate, low_open=False, high_open=True)
 
-    def masks(self, shapes: Sequence[torch.Size], seed: int) -> tuple[torch.Tensor, ...]:
-        """The keep-masks `transform(update, seed=seed)` uses for tensors of `shapes`."""
-        # Defense.transform seeds its generator the same way
-        return prune_masks(shapes, self.rate, torch.Generator().manual_seed(check_seed(seed)))
+    def masks(self, shapes: Sequence[torch.Size], seed: int, device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, ...]:
+        """The keep-masks `transform(update, seed=seed)` uses for tensors of `shapes` on `device`."""
+        # Defense.transform seeds its generator the same way, on the update's device
+        return prune_masks(shapes, self.rate, seeded_generator(device, check_seed(seed)))
 
     def _tensors(self, tensors, generator, client):
         if self.rate == 0:
@@ -125,5 +128,5 @@ class RandomPrune(Defense):
             raise NotModeled(f"random pruning followed by {after!r} has no conditional here; "
                              "only elementwise noise (none, gaussian, laplacian) may follow it")
         # cached: the attack scores the same shapes at every step
-        mask_fn = None if seed is None else functools.lru_cache(maxsize=1)(functools.partial(self.masks, seed=seed))
+        mask_fn = None if seed is None else functools.lru_cache(maxsize=2)(functools.partial(self.masks, seed=seed))
         return Masked(keep=1 - self.rate, inner=after, mask_fn=mask_fn)

@@ -190,6 +190,24 @@ def client_app(fed: Federation):
     return app
 
 
+def _partition_of(reply) -> int:
+    record = reply.content.config_records.get(CLIENT_RECORD)
+    return -1 if record is None else int(record["partition-id"])
+
+
+def _ordered(strategy_class):
+    """The strategy, aggregating the replies in client order. Flower hands them over in
+    arrival order, and a floating-point sum of more than two updates then differs from run
+    to run in its last bits: the next round's model, and every audit after it, would too."""
+
+    class Ordered(strategy_class):
+        def aggregate_train(self, server_round, replies):
+            return super().aggregate_train(server_round, sorted(replies, key=_partition_of))
+
+    Ordered.__name__ = f"Ordered{strategy_class.__name__}"
+    return Ordered
+
+
 def run_federation(config: FederationConfig, *, audit: bool = True,
                    on_audit: Callable[[ClientAudit], None] | None = None,
                    on_round: Callable[[int, float], None] | None = None) -> FederationResult:
@@ -227,8 +245,8 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=c.clients,
-                          min_available_nodes=c.clients)
+        strategy = _ordered(FedAvg)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=c.clients,
+                                    min_available_nodes=c.clients)
         wrapped = strategy
         if audit:
             wrapped = LeakageAudit(

@@ -54,7 +54,7 @@ class VariationalBottleneck(nn.Module):
         self.decoder = nn.Linear(self.k, self.features)
         self.generator = torch.Generator()
         self.reseed(seed)
-        self.kl = torch.zeros(())
+        self.kl = torch.zeros((), device="cpu")
 
     def reseed(self, seed: int) -> None:
         """Restart the noise stream: the same seed gives the same eps draws."""
@@ -67,7 +67,7 @@ class VariationalBottleneck(nn.Module):
         z = mu
         if self.sample:
             # drawn on the CPU generator, then moved, so the stream is device independent
-            eps = torch.randn(std.shape, generator=self.generator, dtype=std.dtype).to(std.device)
+            eps = torch.randn(std.shape, generator=self.generator, dtype=std.dtype, device="cpu").to(std.device)
             z = mu + std * eps
         return self.decoder(z)
 

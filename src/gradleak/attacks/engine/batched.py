@@ -140,7 +140,7 @@ class RestartBatcher:
             module._gradleak_restarts = 2
         self.tape.clear()
         with torch.no_grad():
-            self.model(torch.zeros(2 * batch, *input_shape))
+            self.model(torch.zeros(2 * batch, *input_shape, device=self.target[0].device))
         calls = [id(m) for m, _, _ in self.tape]
         self.tape.clear()
         if len(set(calls)) != len(calls):
@@ -175,7 +175,7 @@ class RestartBatcher:
                     dots = dots + stat[0]
                     norms = norms + stat[1]
         if self.materialize:  # a parameter the forward pass never reaches has a zero gradient
-            grads = [torch.zeros(restarts, *self.target[i].shape, dtype=x.dtype) if g is None else g
+            grads = [torch.zeros(restarts, *self.target[i].shape, dtype=x.dtype, device=x.device) if g is None else g
                      for i, g in enumerate(grads)]
         return RestartGradients(tuple(grads) if self.materialize else None, dots, norms, self.target_norm)
 

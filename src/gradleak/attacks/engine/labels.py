@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gradleak.devices import generator, model_device
 from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 
@@ -45,9 +46,10 @@ def idlg_label(weight_grad: torch.Tensor) -> torch.Tensor:
 
 def mean_prediction(model: nn.Module, input_shape: tuple[int, ...], samples: int = 32) -> torch.Tensor:
     """Mean softmax output of `model` on seeded N(0, 1) inputs of `input_shape`."""
-    gen = torch.Generator().manual_seed(0)
+    device = model_device(model)
+    gen = generator(device, 0)
     with torch.no_grad():
-        return torch.softmax(model(torch.randn(samples, *input_shape, generator=gen)), dim=-1).mean(0)
+        return torch.softmax(model(torch.randn(samples, *input_shape, generator=gen, device=device)), dim=-1).mean(0)
 
 
 def batch_labels(
@@ -58,14 +60,15 @@ def batch_labels(
 ) -> torch.Tensor:
     """Count-aware label multiset for `num_samples` samples (sorted class indices)."""
     num_classes = weight_grad.shape[0]
-    probs = torch.full((num_classes,), 1.0 / num_classes) if mean_probs is None else mean_probs.double()
+    probs = (torch.full((num_classes,), 1.0 / num_classes, device=weight_grad.device) if mean_probs is None
+             else mean_probs.double())
     score = bias_grad if bias_grad is not None else weight_grad.sum(dim=1)
     if num_samples == 1:
         return score.argmin().reshape(1)
     # without a bias, row sums carry the sign but a scale of the input norm: normalize
     scale = 1.0 if bias_grad is not None else float(score.abs().sum() / 2 + 1e-12)
     estimate = num_samples * (probs - score.double() / scale)
-    counts = torch.zeros(num_classes, dtype=torch.long)
+    counts = torch.zeros(num_classes, dtype=torch.long, device=weight_grad.device)
     for c in torch.argsort(score)[:num_samples]:
         if score[c] < 0:
             counts[c] += 1
@@ -74,7 +77,7 @@ def batch_labels(
         c = int(remaining.argmax())
         counts[c] += 1
         remaining[c] -= 1
-    return torch.repeat_interleave(torch.arange(num_classes), counts)
+    return torch.repeat_interleave(torch.arange(num_classes, device=weight_grad.device), counts)
 
 
 def smallest_rows(weight_grad: torch.Tensor, num_samples: int) -> torch.Tensor:

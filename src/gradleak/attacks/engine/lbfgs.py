@@ -52,8 +52,9 @@ class _LbfgsState:
         a, n = z.shape
         return cls(torch.zeros_like(z), z.new_zeros(a), z.new_zeros(a, history, n), z.new_zeros(a, history, n),
                    z.new_zeros(a, history), z.new_zeros(a, history, history),
-                   torch.full((a, history), -1, dtype=torch.long), torch.zeros(a, dtype=torch.long),
-                   z.new_ones(a), torch.zeros_like(z), z.new_zeros(a), torch.zeros(a, dtype=torch.long))
+                   torch.full((a, history), -1, dtype=torch.long, device=z.device),
+                   torch.zeros(a, dtype=torch.long, device=z.device),
+                   z.new_ones(a), torch.zeros_like(z), z.new_zeros(a), torch.zeros(a, dtype=torch.long, device=z.device))
 
     def select(self, rows: list[int]) -> "_LbfgsState":
         return _LbfgsState(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
@@ -85,8 +86,12 @@ def _lbfgs_direction(st: _LbfgsState, g: torch.Tensor, mask: torch.Tensor) -> No
     later = mask & (st.n_iter > 1)
     if bool(first.any()):
         st.d[first] = -g[first]
-        st.h_diag[first] = 1.0
-        st.ro[first], st.sy[first], st.stamp[first], st.head[first] = 0.0, 0.0, -1, 0
+        # masked fills take the scalars as they are (an indexed assignment would make a tensor of them)
+        st.h_diag.masked_fill_(first, 1.0)
+        st.ro.masked_fill_(first[:, None], 0.0)
+        st.sy.masked_fill_(first[:, None, None], 0.0)
+        st.stamp.masked_fill_(first[:, None], -1)
+        st.head.masked_fill_(first, 0)
     if not bool(later.any()):
         return
     y = g - st.prev_grad
@@ -115,7 +120,7 @@ def _lbfgs_direction(st: _LbfgsState, g: torch.Tensor, mask: torch.Tensor) -> No
     ro = st.ro[:, :used].gather(1, order)
     sy_h = st.sy[:, :used, :used]
     sy = sy_h.gather(1, order[:, :, None].expand_as(sy_h)).gather(2, order[:, None, :].expand_as(sy_h))
-    eye = torch.eye(used, dtype=g.dtype)
+    eye = torch.eye(used, dtype=g.dtype, device=g.device)
     upper = eye + ro[:, :, None] * sy.triu(1)
     a = both[:, :, 1].gather(1, order)
     al = torch.linalg.solve_triangular(upper, (ro * a)[:, :, None], upper=True).squeeze(2)
@@ -138,7 +143,7 @@ def _backtracking_move(objective, z, loss, g, st, gtd, running, backtrack: int, 
     leaves the inner loop (its t is set to 0, so the stopping tests see no movement).
     Returns each row's number of evaluations.
     """
-    evals = torch.zeros(z.shape[0], dtype=torch.long)
+    evals = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     moving = running.clone()
     pending = running.clone()
     t = st.t.clone()
@@ -198,7 +203,7 @@ def run_lbfgs(
         before = z.clone()
         step_losses = loss.tolist()
         running = torch.isfinite(loss) & (g.abs().amax(1) > tolerance_grad)
-        evals = torch.ones(z.shape[0], dtype=torch.long)  # per row: rows backtrack differently
+        evals = torch.ones(z.shape[0], dtype=torch.long, device=z.device)  # per row: rows backtrack differently
         for n_iter in range(1, max_iter + 1):
             if not bool(running.any()):
                 break

@@ -97,7 +97,7 @@ def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
     params = [p for p in work.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(True)
-    observed = tuple(t.detach().to(params[0].dtype) for t in update.tensors)
+    observed = tuple(t.detach().to(device=params[0].device, dtype=params[0].dtype) for t in update.tensors)
 
     if update.protocol is Protocol.FEDSGD:
         gradient_view = observed
@@ -137,9 +137,9 @@ def update_mismatch(model: nn.Module, update: ClientUpdate, knowledge: AttackerK
         problem = build_problem(model, update, knowledge)
     except GradleakError:
         return None
-    dtype = problem.target[0].dtype
-    x = data.detach().to(dtype).reshape(knowledge.num_samples, *knowledge.input_shape)
-    y = labels.detach().reshape(-1).long()
+    dtype, device = problem.target[0].dtype, problem.target[0].device
+    x = data.detach().to(device=device, dtype=dtype).reshape(knowledge.num_samples, *knowledge.input_shape)
+    y = labels.detach().reshape(-1).long().to(device)
     with torch.enable_grad():
         predicted = [p.detach().double() for p in problem.predict(x, y)]
     target = [t.double() for t in problem.target]
@@ -162,6 +162,7 @@ class Layout:
     num_samples: int
     input_shape: tuple[int, ...]
     num_classes: int | None = None  # set when labels are optimized too
+    device: torch.device = torch.device("cpu")  # where the rows live: the model's device
 
     @property
     def data_size(self) -> int:

@@ -71,15 +71,15 @@ def run_restarts(
 def dummy_data(knowledge: AttackerKnowledge, generator: torch.Generator) -> torch.Tensor:
     """Random normal start in model space, one per sample."""
     shape = (knowledge.num_samples, *knowledge.input_shape)
-    return torch.randn(shape, generator=generator)
+    return torch.randn(shape, generator=generator, device=generator.device)
 
 
 def box_projection(layout: Layout, knowledge: AttackerKnowledge) -> Callable[[torch.Tensor], None] | None:
     """In-place projection of the rows' data onto the valid pixel box, or None when unknown."""
     if knowledge.bounds is None:
         return None
-    low = torch.tensor(knowledge.bounds[0], dtype=torch.float32)
-    high = torch.tensor(knowledge.bounds[1], dtype=torch.float32)
+    low = torch.tensor(knowledge.bounds[0], dtype=torch.float32, device=layout.device)
+    high = torch.tensor(knowledge.bounds[1], dtype=torch.float32, device=layout.device)
     if len(layout.input_shape) == 3 and low.numel() == layout.input_shape[0]:
         low, high = low.reshape(-1, 1, 1), high.reshape(-1, 1, 1)
     else:  # per-channel bounds only make sense for images: fall back to the widest box

@@ -70,7 +70,7 @@ def gradient_mismatch(model: nn.Module, layers: list[RGAPLayer], x: torch.Tensor
     """Relative L2 distance between the gradient `x` would produce and the observed one."""
     work = copy.deepcopy(model).double().eval()
     out = work(x.reshape(1, *layers[0].input_shape).double())
-    value = client_loss(loss, out, torch.tensor([label]))
+    value = client_loss(loss, out, torch.tensor([label], device=out.device))
     predicted = torch.autograd.grad(value, [layer_param(work, layer) for layer in layers])
     num = sum(float(((p - g.double()) ** 2).sum()) for p, g in zip(predicted, grads))
     den = sum(float((g.double() ** 2).sum()) for g in grads)
@@ -98,17 +98,22 @@ class RGAP(Attack):
 
     def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *,
                      seed: int, callback) -> Reconstruction:
-        """Invert the update layer by layer (`seed` and `callback` are unused: nothing is random)."""
+        """Invert the update layer by layer (`seed` and `callback` are unused: nothing is random).
+
+        The least squares are scipy's (LSQR) in float64, so R-GAP runs on the CPU whatever the
+        model's device; the reconstruction is on the CPU as every attack's is."""
         loss = update.training.loss
         layers = rgap_layers(model, knowledge.input_shape, logits="one" if loss == "logistic" else "many")
         validate_update(model, update)
-        grads_by_name = dict(zip(update.names, observed_gradients(model, update, knowledge)))
+        model = copy.deepcopy(model).cpu()
+        layers = rgap_layers(model, knowledge.input_shape, logits="one" if loss == "logistic" else "many")
+        grads_by_name = {n: g.cpu() for n, g in zip(update.names, observed_gradients(model, update, knowledge))}
         names = [f"{layer.name}.weight" for layer in layers]
         if set(update.names) != set(names):
             raise GradleakError(f"R-GAP expects one gradient per weight layer {names}, the update has {update.names}")
         grads = [grads_by_name[n] for n in names]
         batch = knowledge.num_samples
-        given = knowledge.labels if knowledge.label_knowledge is LabelKnowledge.GIVEN else None
+        given = knowledge.labels.cpu() if knowledge.label_knowledge is LabelKnowledge.GIVEN else None
         start = time.perf_counter()
         with PeakMemory() as memory:
             if loss == "logistic" and batch > 1:
@@ -169,7 +174,7 @@ class RGAP(Attack):
                 except GradleakError as exc:
                     problems.append(str(exc))
                     continue
-                candidates.append((label, torch.tensor([k], dtype=torch.float64), torch.tensor([u], dtype=torch.float64)))
+                candidates.append((label, torch.tensor([k], dtype=torch.float64, device="cpu"), torch.tensor([u], dtype=torch.float64, device="cpu")))
             if not candidates:
                 raise GradleakError(problems[0])
         else:  # with two classes the sign pattern fits either label: try both
@@ -178,7 +183,7 @@ class RGAP(Attack):
                 candidates += [(label, k, None) for k in ks]
         mismatch, x, label = self._best(model, layers, grads, loss, candidates)
         log.debug("rgap: %d candidate(s), gradient mismatch %.3g", len(candidates), mismatch)
-        return x, torch.tensor([label]), mismatch
+        return x, torch.tensor([label], device="cpu"), mismatch
 
     def _logistic_batch(self, layers, grads, given, batch):
         if given is None:
@@ -189,5 +194,5 @@ class RGAP(Attack):
             raise GradleakError("the batch's labels are balanced (mean label 0), where R-GAP's batch treatment "
                                 "gives k = 0; use an odd batch or unbalanced labels")
         u, k = logit_from_last_layer(grads[-1], layers[-1].module.weight, mean_label)
-        x = self._invert(layers, grads, torch.tensor([k], dtype=torch.float64), torch.tensor([u], dtype=torch.float64))
+        x = self._invert(layers, grads, torch.tensor([k], dtype=torch.float64, device="cpu"), torch.tensor([u], dtype=torch.float64, device="cpu"))
         return x, given.long().reshape(-1), None

@@ -76,7 +76,7 @@ def rgap_layers(model: nn.Module, input_shape: tuple[int, ...], *, logits: str =
     if problems:
         raise GradleakError("R-GAP cannot invert this model: " + "; ".join(problems.values()))
     layers: list[list] = []
-    x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
+    x = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device)
     for name, module in model.named_children():
         if isinstance(module, nn.LeakyReLU):
             if not layers or layers[-1][4] is not None:
@@ -140,6 +140,6 @@ def invert_network(model: nn.Module, grads: list[torch.Tensor], label: float,
     """One sample's input (float64) from its gradients (parameter order) under the logistic loss."""
     layers = rgap_layers(model, input_shape, logits="one")
     u, k = logit_from_last_layer(grads[-1], layers[-1].module.weight, label)
-    x = invert_layers(layers, list(grads), torch.tensor([k], dtype=torch.float64),
-                      torch.tensor([u], dtype=torch.float64))
+    x = invert_layers(layers, list(grads), torch.tensor([k], dtype=torch.float64, device="cpu"),
+                      torch.tensor([u], dtype=torch.float64, device="cpu"))
     return x.reshape(input_shape)

@@ -145,9 +145,9 @@ def invert_linear_input(weight_grad: torch.Tensor, k: torch.Tensor, weight: torc
     rhs = rhs + weight.t() @ output.reshape(-1)
     m, n = weight.shape
     if m < n and kk > 0:  # Woodbury: an m x m system instead of (kk I + W^T W), n x n, e.g. for a top logit
-        inner = kk * torch.eye(m, dtype=weight.dtype) + weight @ weight.t()
+        inner = kk * torch.eye(m, dtype=weight.dtype, device=weight.device) + weight @ weight.t()
         return (rhs - weight.t() @ torch.linalg.solve(inner, weight @ rhs)) / kk
-    return torch.linalg.solve(weight.t() @ weight + kk * torch.eye(n, dtype=weight.dtype), rhs)
+    return torch.linalg.solve(weight.t() @ weight + kk * torch.eye(n, dtype=weight.dtype, device=weight.device), rhs)
 
 
 def leaky_relu_inverse(x: torch.Tensor, slope: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,5 +74,5 @@ class ATS(TrainingDefense):
 
 def _seeds(generator: torch.Generator) -> tuple[int, int]:
     """The policy's seed, then the client's (mini-batch shuffling), from one generator."""
-    a, b = torch.randint(0, 2**62, (2,), generator=generator).tolist()
+    a, b = torch.randint(0, 2**62, (2,), generator=generator, device=generator.device).tolist()
     return int(a), int(b)

@@ -78,7 +78,7 @@ def _check(images: torch.Tensor, magnitude: object) -> float:
 
 def _signs(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One random +-1 per image, on the CPU (where the generator lives)."""
-    return torch.randint(0, 2, (images.shape[0],), generator=generator).to(images.dtype) * 2 - 1
+    return torch.randint(0, 2, (images.shape[0],), generator=generator, device=generator.device).to(images.dtype) * 2 - 1
 
 
 def _warp(images: torch.Tensor, theta: torch.Tensor, mode: str, fill: float) -> torch.Tensor:
@@ -91,8 +91,8 @@ def _warp(images: torch.Tensor, theta: torch.Tensor, mode: str, fill: float) -> 
 
 def _theta(images: torch.Tensor, rows: list[list[torch.Tensor | float]]) -> torch.Tensor:
     n = images.shape[0]
-    return torch.stack([torch.stack([torch.as_tensor(v, dtype=images.dtype).expand(n) for v in row], -1)
-                        for row in rows], 1).to(images.device)
+    return torch.stack([torch.stack([torch.as_tensor(v, dtype=images.dtype, device=images.device).expand(n)
+                                     for v in row], -1) for row in rows], 1)
 
 
 def shear_x(images: torch.Tensor, magnitude: float, generator: torch.Generator, *, fill: float = 0.0) -> torch.Tensor:
@@ -242,8 +242,8 @@ def cutout(images: torch.Tensor, magnitude: float, generator: torch.Generator, *
     if not 0 <= m <= 1:
         raise GradleakError(f"cutout magnitude must be a fraction of the image side in [0, 1], got {magnitude!r}")
     n, _, h, w = images.shape
-    cy = torch.randint(0, h, (n, 1, 1), generator=generator).to(images.device)
-    cx = torch.randint(0, w, (n, 1, 1), generator=generator).to(images.device)
+    cy = torch.randint(0, h, (n, 1, 1), generator=generator, device=generator.device).to(images.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=generator.device).to(images.device)
     sh, sw = round(m * h), round(m * w)
     rows = torch.arange(h, device=images.device).view(1, h, 1)
     cols = torch.arange(w, device=images.device).view(1, 1, w)

@@ -68,7 +68,7 @@ def privacy_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         raise GradleakError(f"steps must be an integer >= 1, got {steps!r}")
     check_loss(loss)
     generator = torch.Generator().manual_seed(check_seed(seed))
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     target = _transform(x, policy, generator)
     work = copy.deepcopy(model).eval()  # never touch the caller's model or its mode
     params = [p for p in work.parameters() if p.requires_grad]
