@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("gradleak.errors",),
     ("gradleak.checks",),
-    ("gradleak.registry", "gradleak.io", "gradleak.memory"),
+    ("gradleak.registry", "gradleak.io", "gradleak.memory", "gradleak.devices"),
     ("gradleak.records",),
     ("gradleak.client",),
     ("gradleak.models",),

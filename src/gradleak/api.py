@@ -8,6 +8,8 @@ gradleak imports this module: it only calls down into the library.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +19,7 @@ from torch import nn
 from gradleak.attacks import ATTACKS, ProgressCallback
 from gradleak.checks import check_positive_int
 from gradleak.data import Normalization
+from gradleak.devices import model_device, resolve_device
 from gradleak.errors import GradleakError
 from gradleak.metrics import DEFAULT_METRICS, score_reconstruction
 from gradleak.models import output_classes
@@ -41,7 +44,8 @@ def as_update(
 ) -> ClientUpdate:
     """Wrap captured tensors (parameter order, or name -> tensor) as a `ClientUpdate`."""
     if isinstance(tensors, ClientUpdate):
-        return tensors
+        device = model_device(model)
+        return dataclasses.replace(tensors, tensors=tuple(t.to(device) for t in tensors.tensors))
     training = training or LocalTraining()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
@@ -71,7 +75,7 @@ def as_update(
     return ClientUpdate(
         protocol=training.protocol,
         names=tuple(names),
-        tensors=tuple(t.detach().cpu().float() for t in ordered),
+        tensors=tuple(t.detach().to(device=param.device, dtype=param.dtype) for (_, param), t in zip(named, ordered)),
         num_samples=num_samples,
         training=training,
         local_steps=training.steps(num_samples),
@@ -93,6 +97,7 @@ def reconstruct(
     normalization: Normalization | tuple[Sequence[float], Sequence[float]] | None = None,
     bounds: tuple[Sequence[float], Sequence[float]] | str | None = None,
     seed: int = 0,
+    device: str | torch.device | None = None,
     callback: ProgressCallback | None = None,
     **attack_options: Any,
 ) -> Reconstruction:
@@ -122,9 +127,14 @@ def reconstruct(
         bounds: the box directly, per-channel (low, high) in model space; or "none" to
             leave pixels unbounded. With neither, inputs are assumed to be [0, 1] pixels
             (a warning says so): attacks lose several dB when pixels may drift.
+        device: where to attack ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device):
+            a copy of the model goes there; None attacks where the model is. The result is on
+            the CPU either way.
         **attack_options: the attack's constructor arguments (iterations, restarts, ...).
     """
     attacker = ATTACKS.create(attack, attack_options)
+    if device is not None:
+        model = copy.deepcopy(model).to(resolve_device(device))
     shape = _input_shape(input_shape)
     check_positive_int("num_samples", num_samples)
     outputs = output_classes(model, shape)
@@ -133,6 +143,8 @@ def reconstruct(
         training = LocalTraining(loss="logistic")
     update = as_update(model, gradients, num_samples=num_samples, training=training, model_mode=model_mode)
     label_tensor = None if labels is None else _labels(labels, num_samples)
+    if label_tensor is not None:
+        label_tensor = label_tensor.to(model_device(model))
     knowledge = AttackerKnowledge(
         num_samples=num_samples,
         input_shape=shape,

@@ -34,12 +34,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """A `torch.device` this machine has, from a name (see the module docstring)."""
     if spec is None:
         spec = "auto"
-    if isinstance(spec, torch.device):
-        name = str(spec)
-    elif isinstance(spec, str):
-        name = spec.strip().lower()
-    else:
-        raise GradleakError(f"device must be one of {', '.join(DEVICE_KINDS)} or a torch.device, got {spec!r}")
+    name = check_device_spec(spec)
     have = available_devices()
     if name == "auto":
         return torch.device(next((d for d in have if d != "cpu"), "cpu"))
@@ -52,6 +47,17 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if str(device) not in have and not (device.type == "mps" and "mps" in have):
         raise GradleakError(f"device {name!r} is not on this machine; it has {', '.join(have)}")
     return device
+
+
+def check_device_spec(spec: object, name: str = "device") -> str:
+    """A device name's spelling (not whether this machine has it: a sweep's driver may lack the
+    GPUs its workers have); returns it normalized."""
+    text = str(spec).strip().lower() if isinstance(spec, (str, torch.device)) else None
+    ok = text is not None and (text in ("auto", "cpu", "cuda", "mps") or (
+        text.startswith("cuda:") and text[5:].isdigit()))
+    if not ok:
+        raise GradleakError(f"{name} must be one of {', '.join(DEVICE_KINDS)}, got {spec!r}")
+    return text
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -102,4 +108,5 @@ def describe() -> list[dict]:
     return rows
 
 
-__all__ = ["DEVICE_KINDS", "Speed", "available_devices", "describe", "generator", "model_device", "resolve_device"]
+__all__ = ["DEVICE_KINDS", "Speed", "available_devices", "check_device_spec", "describe", "generator", "model_device",
+           "resolve_device"]

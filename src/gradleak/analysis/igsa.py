@@ -135,10 +135,11 @@ def ball_samples(x: torch.Tensor, radius: float, samples: int,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`samples` points uniform in the L2 ball of `radius` around x, and one unit direction each (float64)."""
     d = x.numel()
-    direction = _unit(torch.randn(samples, d, generator=generator, dtype=torch.float64))
-    norm = radius * torch.rand(samples, 1, generator=generator, dtype=torch.float64) ** (1.0 / d)
-    probes = _unit(torch.randn(samples, d, generator=generator, dtype=torch.float64))
-    points = x.detach().double().reshape(1, d) + norm * direction
+    where = {"generator": generator, "dtype": torch.float64, "device": generator.device}
+    direction = _unit(torch.randn(samples, d, **where))
+    norm = radius * torch.rand(samples, 1, **where) ** (1.0 / d)
+    probes = _unit(torch.randn(samples, d, **where))
+    points = x.detach().double().to(generator.device).reshape(1, d) + norm * direction
     return points.reshape(samples, *x.shape), probes.reshape(samples, *x.shape)
 
 
@@ -165,7 +166,7 @@ def igsa(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, radius
     y = labels.detach().to(device=param.device)
     _check_labels(net, x, y, loss)
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # the same sample points on every device
     rhos = []  # one (L,) row per image and sample
     for i in range(len(x)):
         big_r = radius * math.sqrt(x[i].numel())
@@ -173,7 +174,7 @@ def igsa(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, radius
         for point, probe in zip(points.to(x), probes.to(x)):
             g_norm, jv_norm = norms(point, y[i], probe)
             rhos.append([relative_change(big_r, a, b) for a, b in zip(g_norm.tolist(), jv_norm.tolist())])
-    rho = torch.tensor(rhos, dtype=torch.float64)
+    rho = torch.tensor(rhos, dtype=torch.float64, device="cpu")
     layer_scores = (1.0 / (1.0 + rho)).mean(dim=0).tolist()  # 1 / (1 + inf) = 0
     score = math.fsum(a * b for a, b in zip(w, layer_scores))
     result = IGSAResult(score=score, layers=tuple(names), weights=tuple(w), layer_scores=tuple(layer_scores),

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradleak.attacks.rgap import RGAPLayer, rgap_layers
+from gradleak.devices import model_device, resolve_device
 from gradleak.errors import GradleakError
 
 # Dense blocks above this many entries are not formed (counts are still reported).
@@ -107,7 +108,7 @@ def conv_gradient_matrix(k: torch.Tensor, layer: RGAPLayer) -> torch.Tensor:
     """G_c: the gradient rows of one input channel, (O k_h k_w) x (H W), shared by all channels."""
     conv = layer.module
     _, h, w = layer.input_shape
-    eye = torch.eye(h * w, dtype=torch.float64).reshape(h * w, 1, h, w)
+    eye = torch.eye(h * w, dtype=torch.float64, device=k.device).reshape(h * w, 1, h, w)
     patches = F.unfold(eye, conv.kernel_size, stride=conv.stride, padding=conv.padding)  # (HW, kh kw, P)
     rows = torch.einsum("op,nqp->oqn", k.reshape(k.shape[0], -1).double(), patches)
     return rows.reshape(-1, h * w)
@@ -129,7 +130,7 @@ def conv_rank(k: torch.Tensor, layer: RGAPLayer) -> tuple[int | None, int | None
         return gradient_rank, gradient_rank
     if c * m * math.prod(layer.output_shape) > MAX_DENSE_ENTRIES:
         return gradient_rank, None
-    basis = torch.zeros(c * m, c, h * w, dtype=torch.float64)
+    basis = torch.zeros(c * m, c, h * w, dtype=torch.float64, device=k.device)
     for ch in range(c):
         basis[ch * m:(ch + 1) * m, ch] = null
     images = F.conv2d(basis.reshape(c * m, c, h, w), conv.weight.detach().double(), stride=conv.stride,
@@ -140,7 +141,9 @@ def conv_rank(k: torch.Tensor, layer: RGAPLayer) -> tuple[int | None, int | None
 def _probe_ks(model: nn.Module, layers: list[RGAPLayer], input_shape: tuple[int, ...], seed: int) -> list[torch.Tensor]:
     """dl/dz of every weight layer at a seeded random input (logistic loss on one logit, else cross-entropy)."""
     work = copy.deepcopy(model).double().eval()
-    x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    device = model_device(work)
+    x = torch.rand(1, *input_shape, generator=torch.Generator(device="cpu").manual_seed(seed), dtype=torch.float64,
+                   device="cpu").to(device)  # the same probe input on every device
     outputs: dict[str, torch.Tensor] = {}
     modules = dict(work.named_modules())
     handles = [modules[layer.name].register_forward_hook(
@@ -154,18 +157,24 @@ def _probe_ks(model: nn.Module, layers: list[RGAPLayer], input_shape: tuple[int,
         y = -1.0 if float(out.detach()) > 0 else 1.0
         loss = F.softplus(-y * out).sum()
     else:
-        loss = F.cross_entropy(out, torch.zeros(1, dtype=torch.long))
+        loss = F.cross_entropy(out, torch.zeros(1, dtype=torch.long, device=device))
     ks = torch.autograd.grad(loss, [outputs[layer.name] for layer in layers])
     return [k[0].detach() for k in ks]
 
 
 def rank_analysis(model: nn.Module, input_shape: tuple[int, ...], *, seed: int = 0,
-                  ranks: bool = True) -> RankReport:
+                  ranks: bool = True, device: str | torch.device | None = None) -> RankReport:
     """Counts, numerical ranks and deficits of every weight layer, and the network's risk index.
 
     `model`: a chain R-GAP can invert (bias-free Conv2d/Linear, LeakyReLU, identity); others
-    are refused naming the layer. `ranks=False` reports counts only.
+    are refused naming the layer. `ranks=False` reports counts only. The ranks are float64
+    singular values, computed on `device` (default: the model's; MPS, which has no float64,
+    falls back to the CPU).
     """
+    target = model_device(model) if device is None else resolve_device(device)
+    if target.type == "mps":
+        target = torch.device("cpu")
+    model = copy.deepcopy(model).to(target)
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError):

@@ -95,7 +95,10 @@ class Attack(ABC):
         with math_attention(bool(notes)):
             recon = self._reconstruct(model, update, knowledge, seed=seed, callback=callback)
             mismatch = update_mismatch(model, update, knowledge, recon.data, recon.labels)
-        return dataclasses.replace(recon, gradient_mismatch=mismatch, notes=recon.notes + notes)
+        # results leave the accelerator: records hold CPU tensors wherever the attack ran
+        labels = None if recon.labels is None else recon.labels.detach().cpu()
+        return dataclasses.replace(recon, data=recon.data.detach().cpu(), labels=labels, gradient_mismatch=mismatch,
+                                   notes=recon.notes + notes)
 
     @abstractmethod
     def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, *, seed: int,

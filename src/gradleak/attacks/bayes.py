@@ -28,6 +28,7 @@ from gradleak.attacks.engine.restarts import (
     dummy_data,
     known_or_inferred_labels,
     run_restarts,
+    sync_every_for,
 )
 from gradleak.checks import check_names, check_positive_float, check_positive_int
 from gradleak.defenses.conditionals import Identity
@@ -55,6 +56,8 @@ class PriorMatching(OptimizationAttack):
         assumed_lr: a FedAvg delta is read as one step of this learning rate when the
             local configuration is unknown.
         label_rule: how labels are recovered when not given (`LABEL_RULES`).
+        sync_every: steps between reading the losses back from the device (None: 1 on the
+            CPU, 16 on a GPU; see `run_adam`).
     """
 
     label_mode = LabelKnowledge.INFERRED
@@ -74,8 +77,10 @@ class PriorMatching(OptimizationAttack):
         label_rule: str = "auto",
         restart_mode: str = "stacked",
         halving: tuple[float, ...] | None = None,
+        sync_every: int | None = None,
     ) -> None:
         super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode, halving=halving)
+        self.sync_every = None if sync_every is None else check_positive_int("sync_every", sync_every)
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
         self.lr_end = check_positive_float("lr_end", lr_end)
@@ -142,7 +147,8 @@ class PriorMatching(OptimizationAttack):
 
         def run(rows, step_cb):
             return run_adam(objective, rows, iterations=self.iterations, lr=self.lr, signed=False, decay=decay,
-                            deadline=deadline, on_step=step_cb, halving=self.halving)
+                            deadline=deadline, on_step=step_cb, halving=self.halving,
+                            sync_every=sync_every_for(self.sync_every, layout.device))
 
         loop = run_restarts(run, start, layout, together=self.restart_mode != "sequential", on_step=on_step)
         data = layout.data(loop.best)

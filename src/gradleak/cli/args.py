@@ -45,6 +45,13 @@ def add_seed(parser, help: str = "seed of the model, data draw and client (defau
     parser.add_argument("--seed", type=int, default=default, help=help)
 
 
+def add_device(parser, default: str | None = "auto", what: str = "the attack, defenses and metrics") -> None:
+    """--device: where `what` run (auto: the first GPU, else MPS, else the CPU)."""
+    parser.add_argument("--device", default=default,
+                        help=f"where {what} run: auto (the first GPU, else MPS, else the CPU), cpu, cuda, cuda:N, mps"
+                             + (f" (default {default})" if default else " (default auto)"))
+
+
 def set_threads(threads: int | None) -> None:
     import torch
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gradleak.cli.args import (
+    add_device,
     add_seed,
     deprecated,
     kv,
@@ -81,6 +82,11 @@ def add_parser(sub) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     g.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: small models run fastest on one; raise for ResNets)")
+    add_device(g, default=None)
+    g.add_argument("--tf32", action="store_true", default=None,
+                   help="TF32 matrix products on GPUs that have them (faster; results differ from float32's)")
+    g.add_argument("--cudnn-benchmark", action="store_true", default=None,
+                   help="let cuDNN pick algorithms for the attack's fixed shapes (faster; not bitwise reproducible)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_attack)
 

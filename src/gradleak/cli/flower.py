@@ -6,11 +6,11 @@ import argparse
 import warnings
 from pathlib import Path
 
-from gradleak.cli.args import kv, options, output_folder
+from gradleak.cli.args import add_device, kv, options, output_folder
 
 # flags that map one to one onto FederationConfig fields; unset ones keep its defaults
 FLAGS = ("dataset", "model", "clients", "rounds", "partition", "alpha", "samples_per_round", "local_epochs",
-         "local_batch_size", "lr", "model_mode", "audit_every", "attack", "igsa_samples", "seed")
+         "local_batch_size", "lr", "model_mode", "audit_every", "attack", "igsa_samples", "seed", "device")
 
 
 def _defaults() -> str:
@@ -53,6 +53,7 @@ def add_parser(sub) -> None:
                    help="the attacker simulates the local steps it configured (SoK level 3)")
     g.add_argument("--igsa-samples", type=int, help="IGSA perturbations per image (0: off)")
     p.add_argument("--seed", type=int, help="seed of the federation: model, shares, draws, attacks")
+    add_device(p, default=None, what="the server's audits (the simulated clients train on the CPU)")
     p.add_argument("-o", "--out", help="output folder (default runs/flower-<dataset>-<model>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-round lines")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gradleak.cli.args import add_seed, kv, options
+from gradleak.cli.args import add_device, add_seed, kv, options
 from gradleak.errors import GradleakError
 
 
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", choices=["linear", "uniform"], default="linear",
                    help="layer weights: linear favours shallow layers (default), uniform")
     add_seed(p, help="seed of the model and of the random points")
+    add_device(p, what="the model's gradients and Jacobians")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_igsa)
 
@@ -39,6 +40,7 @@ def cmd_igsa(args: argparse.Namespace) -> int:
     from gradleak.analysis.igsa import igsa
     from gradleak.checks import check_seed
     from gradleak.data import DataSource, load_case
+    from gradleak.devices import resolve_device
 
     check_seed(args.seed)
     torch.set_num_threads(1)
@@ -48,8 +50,9 @@ def cmd_igsa(args: argparse.Namespace) -> int:
     reserved = sorted(set(model_options) & {"name", "num_classes", "input_shape", "seed", "checkpoint"})
     if reserved:
         raise GradleakError(f"--model-opt must name model options, got {', '.join(reserved)} (set by the command)")
+    device = resolve_device(args.device)
     case = load_case(DataSource(args.dataset, args.data_root), args.model, model_options=model_options,
-                     checkpoint=args.checkpoint, seed=args.seed)
+                     checkpoint=args.checkpoint, seed=args.seed, device=device)
     data = case.data
     if args.indices:
         indices = list(args.indices)
@@ -59,7 +62,7 @@ def cmd_igsa(args: argparse.Namespace) -> int:
             raise GradleakError(f"--images must lie in [1, {len(data)}] for dataset {args.dataset!r}, got {count}")
         indices = list(range(count))
     pixels, labels = data.batch(indices)
-    result = igsa(case.model, data.normalization.normalize(pixels), labels, radius=args.radius, samples=args.samples,
+    result = igsa(case.model, data.normalization.normalize(pixels).to(device), labels.to(device), radius=args.radius, samples=args.samples,
                   weights=args.weights, seed=args.seed)
     if args.json:
         extra = {"model": args.model, "dataset": args.dataset, "indices": indices, "weighting": args.weights,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gradleak.cli.args import add_seed
+from gradleak.cli.args import add_device, add_seed
 from gradleak.errors import GradleakError
 
 DEFAULT_SHAPES = {"fcn3": (1, 28, 28)}
@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--classes", type=int, default=1, help="outputs of the last layer (default 1: R-GAP's logit)")
     p.add_argument("-p", "--checkpoint", help="state_dict to analyse instead of a seeded random model")
     add_seed(p, help="seed of the model and of the probe input")
+    add_device(p, what="the float64 rank computations")
     p.add_argument("--counts-only", action="store_true", help="skip the numerical ranks")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_rank)
@@ -41,6 +42,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from gradleak.analysis import rank_analysis
     from gradleak.checks import check_seed
     from gradleak.cli.render import rank_table
+    from gradleak.devices import resolve_device
     from gradleak.models import build_model
 
     check_seed(args.seed)
@@ -48,9 +50,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     shape = args.input_shape or DEFAULT_SHAPES.get(args.model.lower(), (3, 32, 32))
     if args.classes < 1:
         raise GradleakError(f"--classes must be >= 1, got {args.classes}")
+    device = resolve_device(args.device)
     model = build_model(args.model, num_classes=args.classes, input_shape=shape, seed=args.seed,
                         checkpoint=args.checkpoint)
-    analysis = rank_analysis(model, shape, seed=args.seed, ranks=not args.counts_only)
+    analysis = rank_analysis(model, shape, seed=args.seed, ranks=not args.counts_only, device=device)
     if args.json:
         print(json.dumps(analysis.to_json() | {"model": args.model}, indent=2))
     else:

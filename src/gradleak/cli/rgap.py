@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gradleak.cli.args import add_seed, output_folder
+from gradleak.cli.args import add_device, add_seed, output_folder
 
 
 def add_parser(sub) -> None:
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", help="folder holding the dataset's files")
     p.add_argument("--image-size", type=int, help="resize images to this square size (any size works)")
     add_seed(p, help="seed of the model and of the random image")
+    add_device(p, what="the client (R-GAP's least squares run on the CPU)")
     p.add_argument("-o", "--out", help="output folder (default runs/rgap-<model>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_rgap)
@@ -39,7 +40,7 @@ def cmd_rgap(args: argparse.Namespace) -> int:
     out = output_folder(args.out, Path("runs") / f"rgap-{args.model.lower()}", overwrite=args.overwrite)
     demo = run_rgap_demo(model=args.model, dataset=args.dataset, index=args.index, batch_size=args.batchsize,
                          checkpoint=args.parameters, data_root=args.data_root, image_size=args.image_size,
-                         seed=args.seed)
+                         seed=args.seed, device=args.device)
     write_demo(out, demo, args)
     rgap_table(demo, args.model, out)
     return 0

@@ -17,9 +17,15 @@ def add_parser(sub) -> None:
     p.add_argument("file", help="sweep file (YAML: name, metrics, base, grid, zip)")
     p.add_argument("--store", help="SQLite result store (default runs/<name>.sqlite)")
     p.add_argument("--executor", default="local", help="local (processes) or ray (default local)")
-    p.add_argument("--workers", type=int, default=1, help="cells run at once (default 1)")
+    p.add_argument("--workers", type=int, help="cells run at once (default 1, or one per GPU with --gpus)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--address", help="Ray cluster address (--executor ray; default: start a local Ray)")
+    p.add_argument("--device", help="device of every cell, over the file's setting (auto, cpu, cuda, cuda:N, mps)")
+    p.add_argument("--gpus", type=int, nargs="+", metavar="INDEX",
+                   help="--executor local: pin workers to these GPUs, one worker each unless --workers says "
+                        "more (they then share); default: every visible GPU when the cells run on cuda")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0,
+                   help="--executor ray: GPUs per cell (0.25: four cells share a GPU; default 0)")
     p.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
     p.add_argument("--dry-run", action="store_true", help="validate and count the cells, run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -56,15 +62,28 @@ def _progress(enabled: bool, name: str) -> Iterator:
         yield update
 
 
+def _cells_use_cuda(spec) -> bool:
+    from gradleak.devices import resolve_device
+
+    devices = {c.settings["device"] for c in spec.cells()}
+    return any(d.startswith("cuda") or (d == "auto" and resolve_device("auto").type == "cuda") for d in devices)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import torch
+
     from gradleak.cli.render import out_console
     from gradleak.sweep.executors import make_executor
     from gradleak.sweep.run import plan, run_sweep
     from gradleak.sweep.spec import load_sweep
     from gradleak.sweep.store import ResultStore
 
-    spec = load_sweep(args.file)
-    executor = make_executor(args.executor, workers=args.workers, threads=args.threads, address=args.address)
+    spec = load_sweep(args.file, device=args.device)
+    gpus = args.gpus
+    if gpus is None and args.executor == "local" and _cells_use_cuda(spec) and torch.cuda.device_count() > 1:
+        gpus = list(range(torch.cuda.device_count()))
+    executor = make_executor(args.executor, workers=args.workers, threads=args.threads, address=args.address,
+                             gpus=gpus, gpus_per_cell=args.gpus_per_cell)
     store_path = Path(args.store) if args.store else Path("runs") / f"{spec.name}.sqlite"
     if args.dry_run:
         cells = spec.cells()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from gradleak.cli.args import (
+    add_device,
     add_seed,
     deprecated,
     kv,
@@ -36,6 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=1, help="local epochs (fedavg)")
     p.add_argument("--local-batch-size", type=int, default=32, help="local mini-batch size (fedavg)")
     add_seed(p, help="seed of the model, the client shares and the clients' randomness")
+    add_device(p, what="the clients and the server")
     p.add_argument("-o", "--out", help="write the result as JSON to this file")
     p.set_defaults(func=cmd_utility)
 
@@ -66,7 +68,7 @@ def cmd_utility(args) -> int:
     config = UtilityConfig(dataset=args.dataset, data_root=args.data_root, image_size=args.image_size,
                            model=args.model, model_options=model_options,
                            federated=FederatedTraining(args.clients, args.rounds, training, seed=args.seed),
-                           defenses=tuple(defenses), seed=args.seed)
+                           defenses=tuple(defenses), seed=args.seed, device=args.device)
     result = run_utility(config)
     utility_table(result, config)
     if out is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from gradleak.checks import check_mapping, check_optional_str, check_seed
@@ -73,8 +74,10 @@ def load_case(
     checkpoint: str | Path | None = None,
     seed: int = 0,
     num_classes: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> Case:
-    """Load `split` of `source` and build `model` for it under `seed`.
+    """Load `split` of `source` and build `model` for it under `seed`, on `device` (the data
+    stays on the CPU: pipelines move the batches they use).
 
     The model gets one output per class of the data set, or `num_classes` outputs when
     given (R-GAP's one logit); a checkpoint with fewer outputs than classes is refused.
@@ -96,6 +99,7 @@ def load_case(
     classes = data.num_classes if num_classes is None else num_classes
     net = build_model(model, num_classes=classes, input_shape=data.image_shape, seed=seed, checkpoint=checkpoint,
                       **options)
+    net = net.to(device)
     outputs = output_classes(net, data.image_shape)
     if num_classes is None and outputs < data.num_classes:
         raise GradleakError(f"model {model!r} has {outputs} outputs but dataset {source.dataset!r} has "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gradleak.checks import check_seed
+from gradleak.devices import check_device_spec, resolve_device
 from gradleak.errors import GradleakError
 from gradleak.flower.records import (
     INSTALL_HINT,
@@ -63,6 +64,7 @@ class FederationConfig:
     knows_training: bool = False
     igsa_samples: int = 8
     seed: int = 0
+    device: str = "auto"  # where the server audits (the simulated clients train on the CPU)
 
     def __post_init__(self) -> None:
         for name in ("clients", "rounds", "samples_per_round", "local_epochs", "local_batch_size", "audit_every"):
@@ -73,6 +75,7 @@ class FederationConfig:
             raise GradleakError(f"partition must be one of {list(PARTITIONS)}, got {self.partition!r}")
         check_model_mode(self.model_mode)
         check_seed(self.seed)
+        object.__setattr__(self, "device", check_device_spec(self.device))
         object.__setattr__(self, "audit_clients", tuple(int(c) for c in self.audit_clients))
         bad = [c for c in self.audit_clients if not 0 <= c < self.clients]
         if bad:
@@ -226,6 +229,7 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
     start = time.perf_counter()
     c = config
     attack = ATTACKS.create(c.attack, c.attack_options)  # a bad option fails before Ray starts
+    resolve_device(c.device)  # likewise a device this machine lacks
     fed = build_federation(c)
     outcome: dict[str, Any] = {}
 
@@ -255,6 +259,7 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
                                        clients={str(p) for p in c.audit_clients}),
                 knows_training=c.knows_training, normalization=fed.normalization, truth=truth,
                 test_data=fed.test, igsa_samples=c.igsa_samples, on_audit=on_audit, model_mode=c.model_mode,
+                device=c.device,
                 seed=c.seed)
         result = wrapped.start(grid=grid, initial_arrays=ArrayRecord(fed.model.state_dict()), num_rounds=c.rounds,
                                train_config=ConfigRecord({"lr": c.lr, "local-epochs": c.local_epochs,

@@ -27,6 +27,7 @@ from torch import nn
 from gradleak.analysis.igsa import igsa
 from gradleak.attacks import ATTACKS, Attack
 from gradleak.checks import check_optional_str, check_seed
+from gradleak.devices import resolve_device
 from gradleak.errors import GradleakError
 from gradleak.flower.records import AuditSchedule, ClientAudit, ClientData, TrainingKeys
 from gradleak.metrics import METRICS, identify, score_reconstruction, test_accuracy
@@ -67,6 +68,8 @@ class LeakageAudit(Strategy):
             when it gives one, else this entry, else (not reproducible across runs, and
             said once) Flower's node id, which changes every run. Clients are chosen
             for audit in the order of their identities.
+        device: where the audit attacks and scores (auto, cpu, cuda, cuda:N, mps); the
+            training is untouched, wherever it runs.
     """
 
     def __init__(self, strategy: Strategy, model: nn.Module, *, input_shape: tuple[int, ...],
@@ -76,7 +79,8 @@ class LeakageAudit(Strategy):
                  test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
                  identify_by: tuple[str, ...] = ("psnr", "ssim"), igsa_samples: int = 8,
                  keep_images: bool = True, on_audit: Callable[[ClientAudit], None] | None = None,
-                 model_mode: str = "eval", seed: int = 0, client_key: str | None = None) -> None:
+                 model_mode: str = "eval", seed: int = 0, client_key: str | None = None,
+                 device: str | torch.device = "auto") -> None:
         if not isinstance(strategy, Strategy):
             raise GradleakError(f"strategy must be a flwr.serverapp.strategy.Strategy, got {type(strategy).__name__}")
         if not isinstance(model, nn.Module):
@@ -84,7 +88,8 @@ class LeakageAudit(Strategy):
         check_model_mode(model_mode)
         self.strategy = strategy
         self.model_mode = model_mode
-        self.model = copy.deepcopy(model).eval()
+        self.device = resolve_device(device)
+        self.model = copy.deepcopy(model).eval().to(self.device)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = output_classes(self.model, self.input_shape)
         self.attack = ATTACKS.create(attack) if isinstance(attack, str) else attack
@@ -222,7 +227,8 @@ class LeakageAudit(Strategy):
         if missing:
             raise GradleakError(f"client {node}'s reply lacks the model's parameters {missing[:5]}")
         update = ClientUpdate(protocol=Protocol.FEDAVG, names=names,
-                              tensors=tuple((after[n].float() - before[n].float()).detach() for n in names),
+                              tensors=tuple((after[n].float() - before[n].float()).detach().to(self.device)
+                                            for n in names),
                               num_samples=num_samples, training=training, local_steps=training.steps(num_samples),
                               model_mode=self.model_mode)
         knowledge = AttackerKnowledge(
@@ -246,8 +252,8 @@ class LeakageAudit(Strategy):
             log.warning("round %d client %s: the truth holds %d images but the reply says %d; not scored",
                         server_round, data.client, data.images.shape[0], num_samples)
         if id(sent_arrays) not in accuracy_cache:  # one evaluation per global model, however many clients
-            accuracy_cache[id(sent_arrays)] = (test_accuracy(model, *self.test_data) if self.test_data is not None
-                                               else None)
+            accuracy_cache[id(sent_arrays)] = (None if self.test_data is None else
+                                               test_accuracy(model, *(t.to(self.device) for t in self.test_data)))
         acc = accuracy_cache[id(sent_arrays)]
         return ClientAudit(server_round=server_round, node_id=node, client=None if data is None else data.client,
                            num_samples=num_samples, training=training, knows_training=self.knows_training,
@@ -274,7 +280,8 @@ class LeakageAudit(Strategy):
     def _igsa(self, model: nn.Module, data: ClientData) -> float | None:
         if self.igsa_samples < 1:
             return None
-        return igsa(model, self._model_space(data.images), data.labels, samples=self.igsa_samples,
+        return igsa(model, self._model_space(data.images).to(self.device), data.labels.to(self.device),
+                    samples=self.igsa_samples,
                     seed=self.seed).score
 
 

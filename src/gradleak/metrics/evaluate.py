@@ -81,7 +81,9 @@ def evaluate_images(
         )
     if original.shape[0] == 0:
         raise GradleakError(f"original must hold at least one image, got shape {tuple(original.shape)}")
-    orig = original.detach().to(torch.float64).cpu()
+    # float64 on the images' own device (MPS has no float64: there, the CPU)
+    device = torch.device("cpu") if original.device.type == "mps" else original.device
+    orig = original.detach().to(device=device, dtype=torch.float64)
     if not torch.isfinite(orig).all():
         raise GradleakError("original must be finite, got NaN or inf values")
     lo, hi = float(orig.min()), float(orig.max())
@@ -92,7 +94,7 @@ def evaluate_images(
         )
     orig = orig.clamp(0, 1)
 
-    rec = reconstruction.detach().to(torch.float64).cpu()
+    rec = reconstruction.detach().to(device=device, dtype=torch.float64)
     nan = torch.isnan(rec)
     assignment = match(torch.where(nan, NAN_MATCHING_FILL, rec).clamp(0, 1), orig, matching)
 

@@ -207,7 +207,7 @@ def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     probe = copy.deepcopy(model).eval()
     try:
         with torch.no_grad():
-            out = probe(torch.zeros(1, *input_shape))
+            out = probe(torch.zeros(1, *input_shape, device=next((p.device for p in probe.parameters()), None)))
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise GradleakError(
             f"input_shape {tuple(input_shape)} does not fit the model: {str(exc).splitlines()[0]}"

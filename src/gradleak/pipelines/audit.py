@@ -18,6 +18,7 @@ from gradleak.attacks import ProgressCallback
 from gradleak.client import simulate_client
 from gradleak.data import DataSource, load_case
 from gradleak.defenses import ClientBatch
+from gradleak.devices import resolve_device
 from gradleak.errors import GradleakError
 from gradleak.metrics import score_reconstruction
 from gradleak.pipelines.config import AuditConfig
@@ -68,12 +69,14 @@ def defense_seed_of(seed: int) -> int:
 def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> AuditRun:
     """Simulate the client, apply its defenses, attack its update, and measure the leak."""
     t0 = time.perf_counter()
+    device = resolve_device(config.device)  # a device this machine lacks fails before any work
+    config.speed().apply()
     attack = config.build_attack()
     source = DataSource(config.dataset, config.data_root, config.download, config.image_size)
     case = load_case(source, config.model, split=config.split, model_options=config.model_options,
-                     checkpoint=config.checkpoint, seed=config.seed)
+                     checkpoint=config.checkpoint, seed=config.seed, device=device)
     indices = choose_indices(config, len(case.data))
-    images, labels = case.data.batch(indices)
+    images, labels = (t.to(device) for t in case.data.batch(indices))
     norm = case.normalization
     x = norm.normalize(images)
     t1 = time.perf_counter()
@@ -107,7 +110,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     t4 = time.perf_counter()
 
     settings = config.to_dict() | {"indices": indices, "local_steps": update.local_steps,
-                                   "dataset_source": case.data.source}
+                                   "dataset_source": case.data.source, "device_used": str(device)}
     result = AuditResult(
         settings=settings,
         assumptions=recon.assumptions,
@@ -130,7 +133,9 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         gradient_mismatch=recon.gradient_mismatch,
         notes=case.notes + recon.notes,
     )
-    return AuditRun(result, images, scored.reconstruction, labels, scored.predicted_labels, case.data.classes, recon)
+    predicted = None if scored.predicted_labels is None else scored.predicted_labels.cpu()
+    return AuditRun(result, images.cpu(), scored.reconstruction.cpu(), labels.cpu(), predicted, case.data.classes,
+                    recon)
 
 
 __all__ = ["AuditConfig", "AuditRun", "choose_indices", "defense_seed_of", "run_audit", "versions"]

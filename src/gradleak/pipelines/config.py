@@ -29,6 +29,7 @@ from gradleak.checks import (
 from gradleak.data import DATASETS, SPLITS
 from gradleak.defenses import Chain, build_defense
 from gradleak.defenses.dpsgd import dp_spec
+from gradleak.devices import Speed, check_device_spec
 from gradleak.errors import GradleakError
 from gradleak.metrics import DEFAULT_METRICS, METRICS
 from gradleak.records import MODEL_MODES, LocalTraining, Protocol
@@ -66,6 +67,9 @@ class AuditConfig:
     matching: str = "mse"  # the metric that matches reconstructions to originals
     seed: int = 0  # the model's initialization, the data draw, the client's and defense's randomness
     attack_seed: int | None = None  # the attack's random start; None: `seed` (SoK's "attack initializations")
+    device: str = "auto"  # auto (the first GPU, else MPS, else the CPU), cpu, cuda, cuda:N, mps
+    tf32: bool = False  # TF32 products on GPUs that have them (faster; results differ from float32's)
+    cudnn_benchmark: bool = False  # cuDNN picks algorithms per shape (faster; not bitwise reproducible)
 
     def __post_init__(self) -> None:
         check_str("dataset", self.dataset)
@@ -102,6 +106,9 @@ class AuditConfig:
         object.__setattr__(self, "matching", METRICS.entry(check_str("matching", self.matching)).name)
         check_seed(self.seed)
         check_optional_seed(self.attack_seed, "attack_seed")
+        object.__setattr__(self, "device", check_device_spec(self.device))
+        check_bool("tf32", self.tf32)
+        check_bool("cudnn_benchmark", self.cudnn_benchmark)
         self.training()  # lr, epochs, local batch size
         self.defense()  # parse the specs now: a typo fails before any work
         self.build_attack()  # the attack's options, likewise
@@ -143,6 +150,9 @@ class AuditConfig:
     def training(self) -> LocalTraining:
         return LocalTraining(protocol=Protocol(self.protocol), lr=self.lr, epochs=self.epochs,
                              batch_size=self.local_batch_size)
+
+    def speed(self) -> Speed:
+        return Speed(tf32=self.tf32, cudnn_benchmark=self.cudnn_benchmark)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -129,8 +129,8 @@ def _refresh_batch_norm(model: nn.Module, images: torch.Tensor, config: Federate
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
         return
-    gen = torch.Generator().manual_seed(config.seed)
-    sample = images[torch.randperm(images.shape[0], generator=gen)[:512]]
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    sample = images[torch.randperm(images.shape[0], generator=gen, device="cpu")[:512]]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the forward passes below

@@ -16,6 +16,7 @@ import torch
 from gradleak.attacks.rgap import RGAP
 from gradleak.client import simulate_client
 from gradleak.data import load_dataset
+from gradleak.devices import resolve_device
 from gradleak.errors import DatasetNotFoundError, GradleakError
 from gradleak.metrics import score_reconstruction
 from gradleak.models import build_model
@@ -65,7 +66,7 @@ def load_demo_data(dataset: str, data_root: str | None, image_size: int | None):
 
 def run_rgap_demo(*, model: str = "cnn6", dataset: str = "cifar10", index: int = -1, batch_size: int = 1,
                   checkpoint: str | None = None, data_root: str | None = None, image_size: int | None = None,
-                  seed: int = 0) -> RGAPDemo:
+                  seed: int = 0, device: str | torch.device = "cpu") -> RGAPDemo:
     """Attack one image (`index`, or a seeded random one when -1) or a batch over an R-GAP model.
 
     `image_size` resizes the images square (the models work at any size); the default
@@ -92,8 +93,11 @@ def run_rgap_demo(*, model: str = "cnn6", dataset: str = "cifar10", index: int =
         raise GradleakError(f"index must be in [0, {len(data) - 1}] for {data.name}, got {index}")
     else:
         indices = [index]
+    device = resolve_device(device)
     images, _ = data.batch(indices)
-    net = build_model(MODELS[key], num_classes=1, input_shape=data.image_shape, seed=seed, checkpoint=checkpoint)
+    images = images.to(device)  # the client computes there; R-GAP's least squares run on the CPU
+    net = build_model(MODELS[key], num_classes=1, input_shape=data.image_shape, seed=seed,
+                      checkpoint=checkpoint).to(device)
     with torch.no_grad():
         logits = net(images)[:, 0]
     labels = (logits <= 0).long()  # against the prediction: misclassified on purpose, as the paper's demo
@@ -104,6 +108,7 @@ def run_rgap_demo(*, model: str = "cnn6", dataset: str = "cifar10", index: int =
                                   labels=labels if batch > 1 else None)
     record = RGAP().reconstruct(net, update, knowledge, seed=seed)
     rec = record.data[:1].detach().float()
+    images = images.cpu()
     scored = score_reconstruction(record.data.float(), images)  # pixels in [0, 1], no normalization
     return RGAPDemo(images, rec, tuple(labels.tolist()), tuple(indices), data.source, fallback, record,
                     scored.metrics)

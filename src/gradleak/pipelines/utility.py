@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from gradleak.checks import check_mapping, check_seed
 from gradleak.data import DataSource, load_case
 from gradleak.defenses import build_defense
+from gradleak.devices import check_device_spec, resolve_device
 from gradleak.pipelines.federated import (
     FederatedTraining,
     TrainingResult,
@@ -33,12 +34,14 @@ class UtilityConfig:
     federated: FederatedTraining = FederatedTraining()
     defenses: tuple[str, ...] = ()  # specs, in order; a training defense (dpsgd, ats) first
     seed: int = 0
+    device: str = "auto"  # where the clients and the server compute (auto, cpu, cuda, cuda:N, mps)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defenses", tuple(self.defenses))
         check_mapping("model_options", self.model_options)
         build_defense(self.defenses)  # a bad spec fails before any training
         check_seed(self.seed)
+        object.__setattr__(self, "device", check_device_spec(self.device))
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,14 @@ class UtilityResult:
 
 def run_utility(config: UtilityConfig) -> UtilityResult:
     """Train with and without the defense; the defended run is skipped when there is none."""
+    device = resolve_device(config.device)
     case = load_case(DataSource(config.dataset, config.data_root, image_size=config.image_size), config.model,
-                     model_options=config.model_options, seed=config.seed)
+                     model_options=config.model_options, seed=config.seed, device=device)
     norm = case.normalization
     test = case.split("test")
     xs, ys = case.data.batch(list(range(len(case.data))))
     xt, yt = test.batch(list(range(len(test))))
-    data = ((norm.normalize(xs), ys), (norm.normalize(xt), yt))
+    data = ((norm.normalize(xs).to(device), ys.to(device)), (norm.normalize(xt).to(device), yt.to(device)))
     baseline = train_federated(case.model, *data, config.federated)
     defended = None
     if config.defenses:

@@ -44,7 +44,8 @@ def run_cell(cell: Cell, sweep: str) -> CellOutcome:
         metrics = result.metrics.means()
         png = audit_grid_png(run)
         row = CellRow(key=cell.key, sweep=sweep, settings=cell.settings, axes=cell.axes, status=DONE,
-                      metrics=metrics, per_sample=per_sample, timings=timings, versions=result.versions,
+                      metrics=metrics, per_sample=per_sample, timings=timings,
+                      versions={**result.versions, "device": _device_name(result.settings["device_used"])},
                       started=started, finished=time.time(),
                       error=None if result.status == "ok" else f"attack status: {result.status}")
         return CellOutcome(row, {"grid": png})
@@ -59,10 +60,13 @@ def run_cell(cell: Cell, sweep: str) -> CellOutcome:
                                error=error, versions=versions(), started=started, finished=time.time()))
 
 
-def init_worker(threads: int, parent: int | None = None) -> None:
-    """Pin a worker process to its share of the cores (one thread: steadier timings) and,
-    when `parent` (the driver's pid) is given, end the worker when the driver is gone:
+def init_worker(threads: int, parent: int | None = None, gpus=None) -> None:
+    """Pin a worker process to its share of the cores (one thread: steadier timings), to the
+    next GPU of `gpus` (a queue of GPU indices: CUDA_VISIBLE_DEVICES, set before CUDA starts)
+    and, when `parent` (the driver's pid) is given, end the worker when the driver is gone:
     a driver killed outright (SIGKILL, the OOM killer) cannot stop its workers itself."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     torch.set_num_threads(max(1, int(threads)))
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -73,3 +77,11 @@ def _watch_parent(parent: int, every: float = 1.0) -> None:
         time.sleep(every)
         if os.getppid() != parent:  # re-parented: the driver died
             os._exit(1)
+
+
+def _device_name(device: str) -> str:
+    """'cuda:0 (NVIDIA H200)': where a cell ran, for its row."""
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return f"{device} ({torch.cuda.get_device_name(index)}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'all')})"
+    return device

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
+from gradleak.checks import check_number
 from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 from gradleak.sweep.cell import CellOutcome, init_worker, run_cell
@@ -49,15 +50,27 @@ class Executor(ABC):
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 
-@EXECUTORS.register("local", "processes on this machine, each pinned to a fair share of the cores")
+@EXECUTORS.register("local", "processes on this machine, each pinned to a fair share of the cores or to a GPU")
 class LocalExecutor(Executor):
-    """`workers` spawned processes; with one worker, cells run in this process (no start-up cost)."""
+    """`workers` spawned processes; with one worker, cells run in this process (no start-up cost).
+
+    With `gpus` (the indices of the GPUs to use), worker i sees only GPU gpus[i % len(gpus)]
+    (CUDA_VISIBLE_DEVICES), so a cell's "cuda" or "auto" device is its worker's GPU; by
+    default one worker per GPU, and `workers` larger than that lets several share a GPU.
+    """
 
     name = "local"
 
+    def __init__(self, workers: int | None = None, threads: int | None = None,
+                 gpus: Sequence[int] | None = None) -> None:
+        self.gpus = tuple(gpus) if gpus is not None else None
+        if self.gpus is not None and (not self.gpus or not all(isinstance(g, int) and g >= 0 for g in self.gpus)):
+            raise GradleakError(f"gpus must be a non-empty list of GPU indices, got {gpus!r}")
+        super().__init__(workers if workers is not None else len(self.gpus or ()) or 1, threads)
+
     def run(self, cells: Iterable[Cell], sweep: str) -> Iterator[CellOutcome]:
         # cells are drawn one at a time: a driver claims each only when it is about to run
-        if self.workers == 1:
+        if self.workers == 1 and self.gpus is None:
             init_worker(self.threads)
             for cell in cells:
                 yield run_cell(cell, sweep)
@@ -67,8 +80,13 @@ class LocalExecutor(Executor):
 
         # spawn, not fork: forking a process that already runs torch's thread pools can hang
         context = multiprocessing.get_context("spawn")
+        slots = None
+        if self.gpus is not None:
+            slots = context.Queue()  # each worker takes the next GPU as it starts
+            for i in range(self.workers):
+                slots.put(self.gpus[i % len(self.gpus)])
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=init_worker,
-                                   initargs=(self.threads, os.getpid()))
+                                   initargs=(self.threads, os.getpid(), slots))
         try:
             queue = iter(cells)
             running = set()
@@ -89,12 +107,16 @@ class LocalExecutor(Executor):
 
 @EXECUTORS.register("ray", "a Ray cluster (--address) or a local Ray started for the sweep")
 class RayExecutor(Executor):
-    """Cells as Ray tasks of `threads` CPUs each; every node needs gradleak installed."""
+    """Cells as Ray tasks of `threads` CPUs and `gpus_per_cell` GPUs each (0.25: four cells share
+    a GPU; Ray pins each task to its GPU), so a cluster with GPUs spreads a sweep over all of
+    them; every node needs gradleak installed."""
 
     name = "ray"
 
-    def __init__(self, workers: int = 1, threads: int | None = None, address: str | None = None) -> None:
+    def __init__(self, workers: int = 1, threads: int | None = None, address: str | None = None,
+                 gpus_per_cell: float = 0.0) -> None:
         super().__init__(workers, threads)
+        self.gpus_per_cell = check_number("gpus_per_cell", gpus_per_cell, low=0)
         from importlib.util import find_spec
 
         # checked here, before the driver creates a store for a sweep that cannot run
@@ -108,7 +130,7 @@ class RayExecutor(Executor):
         if started_here:
             options = {"address": self.address} if self.address else {"num_cpus": self.workers * self.threads}
             ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **options)
-        task = ray.remote(num_cpus=self.threads)(_ray_cell)
+        task = ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_cell)(_ray_cell)
         try:
             queue = iter(cells)
             running: list = []
@@ -135,12 +157,20 @@ def _ray_cell(cell: Cell, sweep: str, threads: int) -> CellOutcome:
     return run_cell(cell, sweep)
 
 
-def make_executor(name: str, *, workers: int = 1, threads: int | None = None,
-                  address: str | None = None) -> Executor:
+def make_executor(name: str, *, workers: int | None = None, threads: int | None = None,
+                  address: str | None = None, gpus: Sequence[int] | None = None,
+                  gpus_per_cell: float = 0.0) -> Executor:
+    """The executor `name`. Local: `gpus` pins workers to GPUs. Ray: `gpus_per_cell`."""
     cls = EXECUTORS.get(name)
-    if address is not None and cls is not RayExecutor:
+    if cls is RayExecutor:
+        if gpus is not None:
+            raise GradleakError("--gpus is for --executor local; Ray places cells on GPUs with --gpus-per-cell")
+        return cls(workers or 1, threads, address, gpus_per_cell)
+    if address is not None:
         raise GradleakError(f"--address is for --executor ray, got executor {name!r}")
-    return cls(workers, threads, address) if cls is RayExecutor else cls(workers, threads)
+    if gpus_per_cell:
+        raise GradleakError(f"--gpus-per-cell is for --executor ray, got executor {name!r}")
+    return cls(workers, threads, gpus)
 
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "fair_threads", "make_executor"]

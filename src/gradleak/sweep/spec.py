@@ -148,10 +148,18 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file: every key, every axis value, then every cell."""
+def load_sweep(path: str | Path, *, device: str | None = None) -> SweepSpec:
+    """Read and validate a sweep file: every key, every axis value, then every cell.
+    `device` (the CLI's --device) replaces the file's device for every cell."""
     path = Path(path)
     data = _read(path)
+    if device is not None:
+        base = data.get("base") or {}
+        if not isinstance(base, Mapping):
+            raise GradleakError(f"{path}: base must be a mapping of settings, got {base!r}")
+        if "device" in (data.get("grid") or {}):
+            raise GradleakError(f"{path}: the grid sweeps device; --device would override it")
+        data = {**data, "base": {**base, "device": device}}
     src = str(path)
     if not data:
         raise GradleakError(f"{src}: the sweep file is empty: give it a base setting, a grid or zipped axes")

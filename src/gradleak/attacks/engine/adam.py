@@ -42,21 +42,29 @@ def run_adam(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     decay: float = 1.0,
+    sync_every: int = 1,
 ) -> LoopResult:
     """Adam (torch.optim.Adam's update) with the lr cut 10x at each milestone, per row.
 
     `signed` replaces gradients by their sign (Geiping et al. 2020). `decay` multiplies
     the lr after every step (exponential decay; Balunovic et al. 2022).
+
+    `sync_every` > 1 reads the losses back from the device once per that many steps (and
+    at every halving checkpoint) instead of every step, so an accelerator never waits for
+    the host; each row's best iterate is still kept every step, on the device. The
+    stopping rules then act up to `sync_every` - 1 steps late: a row may take a few more
+    steps than it would with 1, and keep a better iterate from them.
     """
     z = start.detach().clone()
     ids = list(range(z.shape[0]))
     m, v = torch.zeros_like(z), torch.zeros_like(z)
     tracker = Tracker(z, iterations, tol, plateau, halving, deadline, on_step)
     b1, b2 = betas
+    pending: list[tuple[int, torch.Tensor]] = []  # (iteration, losses) not read back yet
     for it in range(1, iterations + 1):
         losses_t, grad = evaluate_rows(objective, z)
-        losses = losses_t.tolist()
-        tracker.record(ids, losses, z)
+        tracker.observe(ids, losses_t, z)
+        pending.append((it, losses_t))
         if signed:
             grad = grad.sign()
         rate = lr * decay ** (it - 1) * 0.1 ** sum(1 for ms in milestones if ms <= it - 1)
@@ -66,7 +74,17 @@ def run_adam(
         z.addcdiv_(m, denom, value=-rate / (1 - b1**it))
         if project is not None:
             project(z)
-        keep, end = tracker.after_step(it, ids, losses)
+        if len(pending) < sync_every and it not in tracker.halve_at and it < iterations:
+            continue
+        values = torch.stack([t for _, t in pending]).tolist()  # the one read-back
+        for losses in values:
+            tracker.settle(ids, losses)
+        keep, end = ids, False
+        for (step, _), losses in zip(pending, values):
+            keep, end = tracker.after_step(step, ids, losses)
+            if keep != ids or end:
+                break
+        pending.clear()
         if keep != ids:
             rows = [ids.index(r) for r in keep]
             z, m, v = z[rows], m[rows], v[rows]

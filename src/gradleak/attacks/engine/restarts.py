@@ -14,6 +14,16 @@ from gradleak.attacks.engine.stopping import Halving, LoopResult, OnStep
 from gradleak.errors import GradleakError
 from gradleak.records import AttackerKnowledge, LabelKnowledge
 
+ACCELERATOR_SYNC_EVERY = 16  # steps between loss read-backs on a GPU (the CPU reads every step)
+
+
+def sync_every_for(option: int | None, device: torch.device) -> int:
+    """Steps between loss read-backs: the option, else 1 on the CPU (reading there costs nothing
+    measurable) and `ACCELERATOR_SYNC_EVERY` on accelerators (each read stalls the device)."""
+    if option is not None:
+        return option
+    return 1 if device.type == "cpu" else ACCELERATOR_SYNC_EVERY
+
 
 def restart_seeds(seed: int, restarts: int) -> list[int]:
     """Independent per-restart seeds derived from one seed (SeedSequence spawning)."""

@@ -93,12 +93,39 @@ class Tracker:
         self.tol, self.plateau, self.deadline, self.on_step = tol, plateau, deadline, on_step
         self.halve_at = halving.checkpoints(iterations) if halving else set()
         self.keep = halving.keep if halving else 1.0
+        self._best_loss: torch.Tensor | None = None  # device-side bests of `observe`
+        self._index: tuple[list[int], torch.Tensor] | None = None
+
+    def observe(self, ids: list[int], losses: torch.Tensor, rows: torch.Tensor) -> None:
+        """Keep each row's best iterate without reading the losses back (no host sync): the
+        bests stay on the rows' device, and `settle` does the bookkeeping later."""
+        if self._best_loss is None:
+            self._best_loss = torch.full((self.best.shape[0],), math.inf, dtype=losses.dtype, device=losses.device)
+        if self._index is None or self._index[0] != ids:  # a host-to-device copy only when rows leave
+            self._index = (list(ids), torch.tensor(ids, device=rows.device))
+        index = self._index[1]
+        current = self._best_loss.index_select(0, index)
+        better = torch.isfinite(losses) & (losses < current)
+        self._best_loss.index_copy_(0, index, torch.where(better, losses, current))
+        self.best.index_copy_(0, index, torch.where(better[:, None], rows.detach(), self.best.index_select(0, index)))
+
+    def settle(self, ids: list[int], losses: list[float]) -> None:
+        """The host-side bookkeeping of one step whose bests `observe` already kept."""
+        for r, loss in zip(ids, losses):
+            if math.isfinite(loss) and loss < self.loss[r]:
+                self.loss[r] = loss
+            self.steps[r] += 1
+            if math.isfinite(loss):
+                self.history[r].append(loss)
+            self.best_by_step[r].append(self.loss[r])
 
     def offer(self, ids: list[int], losses: list[float], rows: torch.Tensor) -> None:
         for i, (r, loss) in enumerate(zip(ids, losses)):
             if math.isfinite(loss) and loss < self.loss[r]:
                 self.loss[r] = loss
                 self.best[r] = rows[i].detach()
+                if self._best_loss is not None:
+                    self._best_loss[r] = loss
 
     def record(self, ids: list[int], losses: list[float], rows: torch.Tensor) -> None:
         """Losses of `rows` before this step; returns nothing, updates histories and bests."""
