@@ -112,7 +112,7 @@ def measure_case(case, device, quick: bool, variant: dict) -> dict:
     sync(device)
     t2, i2 = run(model, grads, y, side, attack, options, steps[1])
     sync(device)
-    per_step = (t2 - t1) / max(i2 - i1, 1)
+    per_step = (t2 - t1) / (steps[1] - steps[0])  # one step of every restart (iterations count restart-steps)
     flops = step_flops(model, grads, y, side, attack, options)
     return {"case": name, "ms_per_step": 1000 * per_step, "gflop_per_step": flops / 1e9,
             "tflops": flops / per_step / 1e12 if per_step > 0 else None,
