@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 
+from gradleak.sweep.axes import format_value
 from gradleak.sweep.store import ResultStore
-from gradleak.sweep.summary import format_value, summarize
+from gradleak.sweep.summary import summarize
 
 
 def table(path: str) -> str:

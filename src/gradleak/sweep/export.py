@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gradleak.io import atomic_write_text
+from gradleak.sweep.axes import UNSET
 from gradleak.sweep.records import CellRow
-from gradleak.sweep.summary import UNSET, metric_names
+from gradleak.sweep.summary import metric_names
 
 
 def _csv_value(value: Any, none: str = "") -> str:

@@ -19,10 +19,11 @@ from typing import Any, Sequence
 from gradleak.errors import GradleakError
 from gradleak.io import atomic_write_text
 from gradleak.metrics.leak import PERCEPTUAL_THRESHOLD, PSNR_THRESHOLD_DB
+from gradleak.sweep.axes import format_value
 from gradleak.sweep.export import csv_text
 from gradleak.sweep.records import CellRow
 from gradleak.sweep.store import ResultStore
-from gradleak.sweep.summary import MetricStat, Setting, Summary, format_value, summarize
+from gradleak.sweep.summary import MetricStat, Setting, Summary, summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY_CHARS = 12  # cell keys are SHA-256 hex; a prefix identifies them in tables

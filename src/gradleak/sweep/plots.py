@@ -11,15 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from gradleak.sweep.summary import (
-    Setting,
-    Stat,
-    Summary,
-    SweptAxis,
-    canonical,
-    format_value,
-    stat,
-)
+from gradleak.sweep.axes import SweptAxis, canonical, format_value
+from gradleak.sweep.summary import Setting, Stat, Summary, stat
 
 MAX_LINES = 6  # more combinations of the other axes than this are averaged into one line
 LABEL_CHARS = 32
