@@ -243,6 +243,17 @@ def check_writable_file(path: str | os.PathLike[str], flag: str = "output file",
     return path
 
 
+def plain_data(value: Any) -> Any:
+    """Mappings and sequences as dicts (string keys) and lists, what YAML and JSON write plainly."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    return value
+
+
 def package_version() -> str:
     """gradleak's installed version (pyproject.toml is its one source)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -254,4 +265,4 @@ def package_version() -> str:
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable_file",
-           "check_writable_folder", "package_version", "read_yaml_mapping", "write_folder"]
+           "check_writable_folder", "package_version", "plain_data", "read_yaml_mapping", "write_folder"]

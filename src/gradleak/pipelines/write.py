@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from gradleak.errors import GradleakError
-from gradleak.io import write_folder
+from gradleak.io import plain_data, write_folder
 from gradleak.pipelines.audit import AuditRun
 from gradleak.pipelines.figures import grid_png
 
@@ -33,15 +32,6 @@ def audit_grid_png(run: AuditRun, *, title: str | None = None) -> bytes:
     return grid_png(run.original, run.reconstruction, psnr=list(run.result.metrics.psnr), title=title)
 
 
-def plain(value: Any) -> Any:
-    """Mappings and sequences as dicts and lists (what YAML and JSON write plainly)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
 def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> Path:
     """Write the audit's report folder atomically: a failure leaves `out` as it was."""
     import yaml
@@ -51,7 +41,7 @@ def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> P
     def fill(tmp: Path) -> None:
         result = run.result
         (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
-        (tmp / "config.yaml").write_text(yaml.safe_dump(plain(dict(result.settings)), sort_keys=True))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(plain_data(dict(result.settings)), sort_keys=True))
         (tmp / "reconstruction.png").write_bytes(audit_grid_png(run, title=audit_title(run)))
 
     if out.exists() and not overwrite:
@@ -59,4 +49,4 @@ def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> P
     return write_folder(out, fill)
 
 
-__all__ = ["audit_grid_png", "audit_title", "plain", "write_audit"]
+__all__ = ["audit_grid_png", "audit_title", "write_audit"]

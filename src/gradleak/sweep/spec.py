@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradleak.errors import GradleakError
+from gradleak.io import plain_data
 from gradleak.sweep.records import Cell
 
 TOP_KEYS = ("name", "description", "metrics", "base", "grid", "zip")
@@ -62,8 +63,8 @@ class SweepSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "metrics": list(self.metrics),
-                "base": _plain(dict(self.base)),
-                "axes": [{"names": list(a.names), "points": _plain(a.points)} for a in self.axes]}
+                "base": plain_data(dict(self.base)),
+                "axes": [{"names": list(a.names), "points": plain_data(a.points)} for a in self.axes]}
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in file order; cells that resolve to the same settings appear once."""
@@ -78,14 +79,6 @@ class SweepSpec:
                 seen.add(cell.key)
                 out.append(cell)
         return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -274,7 +267,7 @@ def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[s
     resolved["model_options"] = {**model_defaults, **resolved["model_options"]}
     canonical = json.dumps({"settings": resolved, "metrics": sorted(metrics)}, sort_keys=True, default=str)
     key = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-    return Cell(key=key, settings=resolved, axes=_plain(dict(axes)), metrics=tuple(metrics))
+    return Cell(key=key, settings=resolved, axes=plain_data(dict(axes)), metrics=tuple(metrics))
 
 
 __all__ = ["GridAxis", "SweepSpec", "load_sweep", "make_cell"]
