@@ -86,6 +86,7 @@ ATTACK_CASES = {
     "cosine": (_conv, {"iterations": 4}),
     "analytic-fc": (_fc, {}),
     "rgap": (_chain, {}),
+    "spear": (_fc, {}),
 }
 
 

@@ -12,6 +12,7 @@ from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.rgap import RGAP
+from gradleak.attacks.spear import Spear
 from gradleak.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -25,6 +26,8 @@ ATTACKS.add("l2", L2Matching, "the Bayes paper's L2 baseline: squared distance +
 ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance + the same prior and optimizer")
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
+ATTACKS.add("spear", Spear, "SPEAR: exact batch recovery from a fully connected ReLU first layer, certified per sample "
+            "(Dimitrov et al. 2024)")
 
 __all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
-           "ProgressCallback", "RGAP"]
+           "ProgressCallback", "RGAP", "Spear"]

@@ -34,6 +34,11 @@ from gradleak.records import (
 )
 
 
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (a float64 model takes float64 inputs)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
 def first_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, nn.Module]:
     """(name, module) of the first parameterized module the input reaches in a forward pass."""
     probe = copy.deepcopy(model).eval()  # hooks and mode changes stay off the caller's model
@@ -43,7 +48,7 @@ def first_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, nn
         if any(True for _ in module.parameters(recurse=False)):
             module.register_forward_pre_hook(lambda mod, args, _name=name: calls.append(_name))
     with torch.no_grad():
-        probe(torch.zeros(1, *input_shape, device=model_device(probe)))
+        probe(torch.zeros(1, *input_shape, device=model_device(probe), dtype=_float_dtype(probe)))
     if not calls:
         raise GradleakError("the model has no parameterized layer the input reaches")
     return calls[0], modules[calls[0]]

@@ -14,6 +14,20 @@ from gradleak.records.verdict import LeakVerdict
 
 
 @dataclass(frozen=True)
+class SampleCertificate:
+    """An exact attack's check of one recovered sample (SPEAR): with its label, the sample
+    reproduces its own column of the layer's output gradient to `residual` (relative, after
+    one scale common to the batch), and its forward pass switches on exactly the units that
+    column uses (`pattern_mismatches` units disagree). `certified` when residual <= `tolerance`
+    and no unit disagrees."""
+
+    residual: float
+    pattern_mismatches: int
+    tolerance: float
+    certified: bool
+
+
+@dataclass(frozen=True)
 class Reconstruction:
     """An attack's output in the model's input space (normalized, as the model sees it).
 
@@ -52,6 +66,7 @@ class Reconstruction:
     units: tuple[tuple[int, ...], ...] = ()  # analytic attacks: the layer units each sample was read from
     gradient_mismatch: float | None = None
     notes: tuple[str, ...] = ()
+    certificates: tuple[SampleCertificate, ...] = ()  # exact attacks: one per recovered sample (SPEAR)
 
 
 @dataclass(frozen=True)
