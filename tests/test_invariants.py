@@ -81,6 +81,12 @@ def _imprinted():  # a malicious server's imprint block in front of the tiny LeN
     return parse_server("imprint:bins=8,estimate=gaussian").build(_conv(), (3, 8, 8), seed=0).model
 
 
+def _trapped():  # a malicious server's trap weights in the tiny MLP's first layer
+    from gradleak.server import parse_server
+
+    return parse_server("trap:fire=0.2").build(_fc(), (3, 8, 8), seed=0).model
+
+
 # name -> (model, tiny options); must name every registered attack
 ATTACK_CASES = {
     "dlg": (_conv, {"iterations": 3, "restarts": 2}),
@@ -93,6 +99,7 @@ ATTACK_CASES = {
     "analytic-fc": (_fc, {}),
     "rgap": (_chain, {}),
     "imprint": (_imprinted, {}),
+    "trap": (_trapped, {}),
 }
 
 

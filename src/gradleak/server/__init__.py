@@ -14,11 +14,14 @@ from gradleak.registry import Registry
 from gradleak.server.base import Honest, ServerBehaviour, ServerModel, first_layer
 from gradleak.server.expectation import Expectation, expected_recovery
 from gradleak.server.imprint import Imprint, ImprintBlock, Imprinted
+from gradleak.server.trap import Trap, trap_expected
 
 SERVERS: Registry[type[ServerBehaviour]] = Registry("server")
 SERVERS.add("honest", Honest, "sends the global model unchanged (honest-but-curious, levels 0-4)")
 SERVERS.add("imprint", Imprint, "Robbing the Fed: a linear imprint block of k bins in front of the model "
             "(Fowl et al., ICLR 2022)")
+SERVERS.add("trap", Trap, "trap weights: first FC layer units that each fire for few inputs "
+            "(Boenisch et al., EuroS&P 2023)")
 
 
 def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
@@ -53,4 +56,4 @@ def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
 
 
 __all__ = ["Expectation", "Honest", "Imprint", "ImprintBlock", "Imprinted", "SERVERS", "ServerBehaviour",
-           "ServerModel", "expected_recovery", "first_layer", "parse_server"]
+           "ServerModel", "Trap", "expected_recovery", "first_layer", "parse_server", "trap_expected"]
