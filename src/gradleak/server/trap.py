@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradleak.checks import check_number
+from gradleak.checks import check_number, check_positive_int
 from gradleak.devices import generator
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption
@@ -38,16 +38,20 @@ class Trap(ServerBehaviour):
         fire: the share of inputs each unit fires for (about 1 / batch size is best).
         public: the registered data set the biases are estimated from (None: assume
             i.i.d. N(0, 1) inputs, the normalized data's marginals).
+        support: each unit looks at this many random input entries (None: all); sparse
+            units fire less for the same images than dense ones, whose projections all
+            follow an image's overall contrast.
     """
 
     name = "trap"
-    _spec_fields = ("fire", "public")
+    _spec_fields = ("fire", "public", "support")
 
-    def __init__(self, *, fire: float = 0.01, public: str | None = None) -> None:
+    def __init__(self, *, fire: float = 0.01, public: str | None = None, support: int | None = None) -> None:
         self.fire = check_number("fire", fire, low=0, high=0.5, low_open=True, high_open=True)
         if public is not None and not isinstance(public, str):
             raise GradleakError(f"public must be the name of a data set or None, got {public!r}")
         self.public = self.public_data = public
+        self.support = None if support is None else check_positive_int("support", support)
 
     def _build(self, model, input_shape, *, seed, public) -> ServerModel:
         name, layer = first_layer(model, input_shape)
@@ -65,6 +69,9 @@ class Trap(ServerBehaviour):
         weight = layer.weight
         gen = generator(weight.device, seed)
         rows = torch.randn(weight.shape, generator=gen, device=weight.device, dtype=torch.float64)
+        if self.support is not None and self.support < size:  # each unit sees `support` random inputs
+            keep = torch.rand(weight.shape, generator=gen, device=weight.device).argsort(1)[:, : self.support]
+            rows = torch.zeros_like(rows).scatter_(1, keep, rows.gather(1, keep))
         rows = rows / rows.norm(dim=1, keepdim=True) * weight.detach().double().norm(dim=1, keepdim=True)
         z = torch.special.ndtri(torch.tensor(1.0 - self.fire, dtype=torch.float64))
         if public is None:
