@@ -75,6 +75,18 @@ def _chain():  # a bias-free LeakyReLU chain, R-GAP's kind of network
                          nn.Linear(256, 4, bias=False))
 
 
+def _imprinted():  # a malicious server's imprint block in front of the tiny LeNet
+    from gradleak.server import parse_server
+
+    return parse_server("imprint:bins=8,estimate=gaussian").build(_conv(), (3, 8, 8), seed=0).model
+
+
+def _trapped():  # a malicious server's trap weights in the tiny MLP's first layer
+    from gradleak.server import parse_server
+
+    return parse_server("trap:fire=0.2").build(_fc(), (3, 8, 8), seed=0).model
+
+
 # name -> (model, tiny options); must name every registered attack
 ATTACK_CASES = {
     "dlg": (_conv, {"iterations": 3, "restarts": 2}),
@@ -87,6 +99,8 @@ ATTACK_CASES = {
     "analytic-fc": (_fc, {}),
     "rgap": (_chain, {}),
     "spear": (_fc, {}),
+    "imprint": (_imprinted, {}),
+    "trap": (_trapped, {}),
 }
 
 

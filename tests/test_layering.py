@@ -23,6 +23,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("gradleak.registry", "gradleak.io", "gradleak.memory", "gradleak.devices"),
     ("gradleak.records",),
     ("gradleak.client",),
+    ("gradleak.server",),
     ("gradleak.models",),
     ("gradleak.data",),
     ("gradleak.metrics",),

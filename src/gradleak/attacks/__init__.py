@@ -10,9 +10,11 @@ from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
+from gradleak.attacks.imprint import ImprintReadout
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.rgap import RGAP
 from gradleak.attacks.spear import Spear
+from gradleak.attacks.trap import TrapReadout
 from gradleak.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -25,9 +27,16 @@ ATTACKS.add("bayes", Bayes, "Bayes-optimal: the known defense's p(g|x) + TV/rang
 ATTACKS.add("l2", L2Matching, "the Bayes paper's L2 baseline: squared distance + the same prior and optimizer")
 ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance + the same prior and optimizer")
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
+ATTACKS.add("imprint", ImprintReadout, "read-out of a malicious server's imprint block: the samples alone in a bin "
+            "(Fowl et al., ICLR 2022; level 5)")
+ATTACKS.add("trap", TrapReadout, "read-out of a malicious server's trap weights: samples that fired a first-layer "
+            "unit alone (Boenisch et al., EuroS&P 2023; level 5)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 ATTACKS.add("spear", Spear, "SPEAR: exact batch recovery from a fully connected ReLU first layer, certified per sample "
             "(Dimitrov et al. 2024)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
-           "ProgressCallback", "RGAP", "Spear"]
+__all__ = [
+    "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "IDLG", "ImprintReadout",
+    "InvertingGradients", "L1Matching", "L2Matching", "OptimizationAttack", "Progress", "ProgressCallback",
+    "RGAP", "Spear", "TrapReadout",
+]

@@ -112,7 +112,7 @@ class AnalyticFC(Attack):
         name, layer = first_layer(model, knowledge.input_shape)
         if not isinstance(layer, nn.Linear) or layer.bias is None:
             kind = type(layer).__name__ + ("" if not isinstance(layer, nn.Linear) else " without bias")
-            raise GradleakError(f"analytic-fc needs the first layer to be nn.Linear with a bias; "
+            raise GradleakError(f"{self.name} needs the first layer to be nn.Linear with a bias; "
                                 f"layer {name!r} is {kind}")
         size = 1
         for s in knowledge.input_shape:
@@ -136,7 +136,7 @@ class AnalyticFC(Attack):
             iterations=0,
             seconds=time.perf_counter() - start,
             status="ok" if found == knowledge.num_samples else "partial",
-            assumptions=knowledge.assumptions(),
+            assumptions=self._assumptions(knowledge),
             label_knowledge=self._label_knowledge(knowledge),
             restart_statuses=("ok",),
             restart_mode="analytic",

@@ -50,6 +50,8 @@ class AttackerKnowledge:
     after normalization); attacks that clamp use them. `defense` is the client's defense
     when the attacker knows the mechanism (the Bayes attack models it, Balunovic et al.
     2022); `defense_seed` additionally reveals its random masks (not its noise).
+    `server` is the spec of the server behaviour that built the model the client trained
+    (`gradleak.server`); a malicious one adds level 5.
     """
 
     num_samples: int
@@ -63,6 +65,7 @@ class AttackerKnowledge:
     bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     defense: Any = None  # the client's `gradleak.defenses.Defense`, when the attacker knows it
     defense_seed: int | None = None  # its seed, when the attacker knows its random masks
+    server: str | None = None  # the malicious server's spec, when the attacker built the model (level 5)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_knowledge", LabelKnowledge(self.label_knowledge))
@@ -95,4 +98,6 @@ class AttackerKnowledge:
             levels.add(Assumption.TRAINING_DETAILS)
         if self.uses_bn_statistics:
             levels.add(Assumption.BN_STATISTICS)
+        if self.server is not None and self.server.partition(":")[0] != "honest":
+            levels.add(Assumption.MALICIOUS)
         return tuple(sorted(levels))
