@@ -10,8 +10,8 @@ from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
-from gradleak.attacks.imprint import ImprintReadout
 from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.imprint import ImprintReadout
 from gradleak.attacks.rgap import RGAP
 from gradleak.attacks.spear import Spear
 from gradleak.attacks.trap import TrapReadout
