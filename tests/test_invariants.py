@@ -86,6 +86,7 @@ ATTACK_CASES = {
     "cosine": (_conv, {"iterations": 4}),
     "analytic-fc": (_fc, {}),
     "rgap": (_chain, {}),
+    "dimitrov": (_conv, {"iterations": 3, "restarts": 2}),
 }
 
 

@@ -8,6 +8,7 @@ from gradleak.attacks.analytic_fc import AnalyticFC
 from gradleak.attacks.base import Attack, OptimizationAttack, Progress, ProgressCallback
 from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
+from gradleak.attacks.dimitrov import DimitrovFedAvg
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
@@ -24,7 +25,9 @@ ATTACKS.add("bayes", Bayes, "Bayes-optimal: the known defense's p(g|x) + TV/rang
 ATTACKS.add("l2", L2Matching, "the Bayes paper's L2 baseline: squared distance + the same prior and optimizer")
 ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance + the same prior and optimizer")
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
+ATTACKS.add("dimitrov", DimitrovFedAvg,
+            "FedAvg: simulate the client's epochs, per-epoch sets tied by an order-invariant prior (Dimitrov et al. 2022)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DimitrovFedAvg", "DLG", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
            "ProgressCallback", "RGAP"]
