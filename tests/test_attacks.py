@@ -207,13 +207,13 @@ def test_attack_quality_falls_as_local_steps_grow():
 def test_label_rules_are_named_strategies():
     from gradleak.attacks.engine.labels import LABEL_RULES
 
-    assert LABEL_RULES.names() == ["auto", "count", "idlg"]
+    assert LABEL_RULES.names() == ["auto", "count", "idlg", "yin"]
     gen = torch.Generator().manual_seed(3)
     model = tiny_lenet(seed=7)
     y = torch.tensor([2, 5, 8])  # distinct labels: the iDLG batch rule is exact here
     update = simulate_client(model, torch.randn(3, 3, 16, 16, generator=gen), y)
     assert recover_labels(model, update.tensors, 3, rule="idlg").tolist() == [2, 5, 8]
-    with pytest.raises(UnknownNameError, match="known label rules: auto, count, idlg"):
+    with pytest.raises(UnknownNameError, match="known label rules: auto, count, idlg, yin"):
         ATTACKS.get("idlg")(label_rule="magic")
     with pytest.raises(GradleakError, match="exceed 10 classes"):
         recover_labels(model, update.tensors, 11, rule="idlg")

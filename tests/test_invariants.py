@@ -101,6 +101,7 @@ ATTACK_CASES = {
     "spear": (_fc, {}),
     "imprint": (_imprinted, {}),
     "trap": (_trapped, {}),
+    "dimitrov": (_conv, {"iterations": 3, "restarts": 2}),
 }
 
 

@@ -8,6 +8,7 @@ from gradleak.attacks.analytic_fc import AnalyticFC
 from gradleak.attacks.base import Attack, OptimizationAttack, Progress, ProgressCallback
 from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
+from gradleak.attacks.dimitrov import DimitrovFedAvg
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
@@ -31,12 +32,14 @@ ATTACKS.add("imprint", ImprintReadout, "read-out of a malicious server's imprint
             "(Fowl et al., ICLR 2022; level 5)")
 ATTACKS.add("trap", TrapReadout, "read-out of a malicious server's trap weights: samples that fired a first-layer "
             "unit alone (Boenisch et al., EuroS&P 2023; level 5)")
+ATTACKS.add("dimitrov", DimitrovFedAvg,
+            "FedAvg: simulate the client's epochs, per-epoch sets tied by an order-invariant prior (Dimitrov et al. 2022)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 ATTACKS.add("spear", Spear, "SPEAR: exact batch recovery from a fully connected ReLU first layer, certified per sample "
             "(Dimitrov et al. 2024)")
 
 __all__ = [
-    "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "IDLG", "ImprintReadout",
-    "InvertingGradients", "L1Matching", "L2Matching", "OptimizationAttack", "Progress", "ProgressCallback",
-    "RGAP", "Spear", "TrapReadout",
+    "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "DimitrovFedAvg", "IDLG",
+    "ImprintReadout", "InvertingGradients", "L1Matching", "L2Matching", "OptimizationAttack", "Progress",
+    "ProgressCallback", "RGAP", "Spear", "TrapReadout",
 ]

@@ -107,8 +107,9 @@ class Attack(ABC):
 
     def _check_inputs(self, update: ClientUpdate, knowledge: AttackerKnowledge, seed: int) -> None:
         check_seed(seed)
-        if knowledge.uses_bn_statistics:
-            raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False")
+        if knowledge.uses_bn_statistics and getattr(self, "bn_source", None) != "client":
+            raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False "
+                                "or give it the prior (bn > 0, bn_source 'client')")
         if knowledge.num_samples != update.num_samples:
             raise GradleakError(
                 f"knowledge.num_samples ({knowledge.num_samples}) differs from the update's "
@@ -116,7 +117,24 @@ class Attack(ABC):
             )
 
     def _assumptions(self, knowledge: AttackerKnowledge):
-        return knowledge.assumptions()
+        from gradleak.attacks.engine.bn_statistics import BN_SOURCES
+
+        source = getattr(self, "bn_source", None)
+        return tuple(sorted(set(knowledge.assumptions()) | ({BN_SOURCES[source]} if source else set())))
+
+    def _bn_prior(self, problem, update):
+        """The BN-statistics prior of this attack's options on `problem`, or None."""
+        from gradleak.attacks.engine.bn_statistics import bn_prior, bn_target
+
+        if not getattr(self, "bn_source", None):
+            return None
+        return bn_prior(problem.model, bn_target(self.bn_source, problem.model, update, self.bn_proxy), self.bn)
+
+    def _grouped(self, objective, layout, iterations: int):
+        from gradleak.attacks.engine.bn_statistics import group_consistency
+
+        return group_consistency(objective, layout.data, getattr(self, "group", 0.0),
+                                 int(getattr(self, "group_start", 0.5) * iterations))
 
     def _label_knowledge(self, knowledge: AttackerKnowledge) -> LabelKnowledge:
         if knowledge.label_knowledge is LabelKnowledge.GIVEN:
@@ -141,6 +159,14 @@ class OptimizationAttack(Attack):
         halving: successive halving, budget fractions at which the worse half of the
             running restarts is dropped (None: off).
         max_seconds: wall-clock budget for the whole attack (None: unlimited).
+        bn: weight of the BatchNorm-statistics prior (Yin et al. 2021; 0: off), for the
+            attacks that take it (`engine/bn_statistics.py`).
+        bn_source: where its target comes from: "client" (the client's batch statistics,
+            level 4), "running" (the model's running statistics, level 0) or "proxy"
+            (`bn_proxy`, public samples in model space, level 2). The result records the level.
+        group, group_start: weight of Yin's group consistency (each restart pulled towards
+            the restarts' mean image; 0: off) and the fraction of the iterations after which
+            it starts.
     """
 
     def __init__(
@@ -150,8 +176,30 @@ class OptimizationAttack(Attack):
         max_seconds: float | None = None,
         restart_mode: str = "stacked",
         halving: Halving | tuple[float, ...] | None = None,
+        bn: float = 0.0,
+        bn_source: str = "client",
+        bn_proxy: torch.Tensor | None = None,
+        group: float = 0.0,
+        group_start: float = 0.5,
     ) -> None:
+        from gradleak.attacks.engine.bn_statistics import BN_SOURCES
+
         self.restarts = check_positive_int("restarts", restarts)
+        self.bn = check_positive_float("bn", bn, allow_zero=True)
+        if bn_source not in BN_SOURCES:
+            raise GradleakError(f"bn_source must be one of {', '.join(BN_SOURCES)}, got {bn_source!r}")
+        self.bn_source = bn_source if self.bn > 0 else None
+        self.bn_proxy = bn_proxy
+        if self.bn_source == "proxy" and not isinstance(bn_proxy, torch.Tensor):
+            raise GradleakError(f"bn_source 'proxy' needs bn_proxy, a tensor of public samples, got "
+                                f"{type(bn_proxy).__name__}")
+        self.group = check_positive_float("group", group, allow_zero=True)
+        self.group_start = check_positive_float("group_start", group_start, allow_zero=True)
+        if self.group_start >= 1:
+            raise GradleakError(f"group_start is a fraction of the iterations in [0, 1), got {group_start!r}")
+        if self.group > 0 and (restarts < 2 or restart_mode == "sequential"):
+            raise GradleakError(f"group consistency needs restarts >= 2 optimized together (restart_mode "
+                                f"'stacked' or 'interleaved'); got {restarts} restart(s), {restart_mode!r}")
         self.max_seconds = None if max_seconds is None else check_positive_float("max_seconds", max_seconds)
         if restart_mode not in RESTART_MODES:
             raise GradleakError(f"restart_mode must be one of {', '.join(RESTART_MODES)}, got {restart_mode!r}")

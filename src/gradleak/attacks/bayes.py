@@ -21,6 +21,7 @@ import torch
 
 from gradleak.attacks.base import OptimizationAttack, Solved
 from gradleak.attacks.engine.adam import run_adam
+from gradleak.attacks.engine.bn_statistics import combine_priors
 from gradleak.attacks.engine.labels import LABEL_RULES
 from gradleak.attacks.engine.objectives import range_penalty, squared_tv_wrap
 from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
@@ -34,7 +35,7 @@ from gradleak.checks import check_names, check_positive_float, check_positive_in
 from gradleak.defenses.conditionals import Identity
 from gradleak.devices import model_device
 from gradleak.errors import GradleakError
-from gradleak.records import Assumption, LabelKnowledge, Protocol
+from gradleak.records import Assumption, LabelKnowledge
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class PriorMatching(OptimizationAttack):
             (needs `AttackerKnowledge.bounds`; ignored without them).
         skip: parameter names left out of the objective (the adaptive attack on Soteria
             drops the defended layer).
-        restarts, max_seconds, restart_mode, halving: see `OptimizationAttack`.
+        restarts, max_seconds, restart_mode, halving, bn, bn_source, bn_proxy, group,
+            group_start: see `OptimizationAttack`.
         assumed_lr: a FedAvg delta is read as one step of this learning rate when the
             local configuration is unknown.
         label_rule: how labels are recovered when not given (`LABEL_RULES`).
@@ -78,8 +80,14 @@ class PriorMatching(OptimizationAttack):
         restart_mode: str = "stacked",
         halving: tuple[float, ...] | None = None,
         sync_every: int | None = None,
+        bn: float = 0.0,
+        bn_source: str = "client",
+        bn_proxy: torch.Tensor | None = None,
+        group: float = 0.0,
+        group_start: float = 0.5,
     ) -> None:
-        super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode, halving=halving)
+        super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode, halving=halving,
+                         bn=bn, bn_source=bn_source, bn_proxy=bn_proxy, group=group, group_start=group_start)
         self.sync_every = None if sync_every is None else check_positive_int("sync_every", sync_every)
         self.iterations = check_positive_int("iterations", iterations)
         self.lr = check_positive_float("lr", lr)
@@ -96,7 +104,7 @@ class PriorMatching(OptimizationAttack):
         return self.iterations
 
     def _assumptions(self, knowledge):
-        return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS}))
+        return tuple(sorted(set(super()._assumptions(knowledge)) | {Assumption.PRIORS}))
 
     def _distance(self, update, knowledge):
         """A name of `STACKED_DISTANCES` or a conditional over the observed tensors."""
@@ -133,16 +141,18 @@ class PriorMatching(OptimizationAttack):
         layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         distance = self._distance(update, knowledge)
-        if not isinstance(distance, str) and update.protocol is Protocol.FEDAVG and not problem.unrolled:
-            # the conditional models the shared delta; the problem reads it as -delta / lr
-            conditional, lr = distance, self.assumed_lr
+        if not isinstance(distance, str) and problem.delta_scale != 1.0:
+            # the conditional models the shared delta; the problem reads it in gradient units
+            conditional, unit = distance, problem.delta_scale
 
             def distance(predicted, target):
-                return conditional([-lr * p for p in predicted], [-lr * t for t in target])
+                return conditional([unit * p for p in predicted], [unit * t for t in target])
 
         objective, stacked = matching_objective(problem, layout, distance, labels,
-                                                prior=self._prior(layout, knowledge),
+                                                prior=combine_priors(self._prior(layout, knowledge),
+                                                                     self._bn_prior(problem, update)),
                                                 batched=self.restart_mode == "stacked")
+        objective = self._grouped(objective, layout, self.iterations)
         decay = self.lr_end ** (1 / self.iterations)
 
         def run(rows, step_cb):

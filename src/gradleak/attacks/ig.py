@@ -14,6 +14,7 @@ import torch
 
 from gradleak.attacks.base import OptimizationAttack, Solved
 from gradleak.attacks.engine.adam import run_adam
+from gradleak.attacks.engine.bn_statistics import combine_priors
 from gradleak.attacks.engine.labels import LABEL_RULES
 from gradleak.attacks.engine.objectives import DISTANCES, total_variation
 from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
@@ -47,7 +48,8 @@ class InvertingGradients(OptimizationAttack):
         label_rule: how labels are recovered when not given (`LABEL_RULES`).
         skip: parameter names left out of the objective (the adaptive attack on Soteria
             drops the defended layer; Balunovic et al. 2022).
-        restart_mode, halving: see `Attack`.
+        restart_mode, halving, bn, bn_source, bn_proxy, group, group_start: see
+            `OptimizationAttack`.
         sync_every: steps between reading the losses back from the device (None: 1 on the
             CPU, 16 on a GPU; see `run_adam`).
     """
@@ -71,9 +73,15 @@ class InvertingGradients(OptimizationAttack):
         restart_mode: str = "stacked",
         halving: tuple[float, ...] | None = None,
         sync_every: int | None = None,
+        bn: float = 0.0,
+        bn_source: str = "client",
+        bn_proxy: torch.Tensor | None = None,
+        group: float = 0.0,
+        group_start: float = 0.5,
     ) -> None:
         super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode,
-                         halving=halving)
+                         halving=halving, bn=bn, bn_source=bn_source, bn_proxy=bn_proxy, group=group,
+                         group_start=group_start)
         self.sync_every = None if sync_every is None else check_positive_int("sync_every", sync_every)
         self.label_rule = LABEL_RULES.entry(label_rule).name
         self.iterations = check_positive_int("iterations", iterations)
@@ -90,7 +98,7 @@ class InvertingGradients(OptimizationAttack):
         return self.iterations
 
     def _assumptions(self, knowledge):
-        return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS}))
+        return tuple(sorted(set(super()._assumptions(knowledge)) | {Assumption.PRIORS}))
 
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
         problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr, skip=self.skip)
@@ -98,10 +106,12 @@ class InvertingGradients(OptimizationAttack):
         layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         tv = self.tv
-        objective, stacked = matching_objective(problem, layout, self.distance, labels,
-                                                prior=(lambda x: tv * total_variation(x)) if tv > 0 else None,
+        prior = combine_priors((lambda x: tv * total_variation(x)) if tv > 0 else None,
+                               self._bn_prior(problem, update))
+        objective, stacked = matching_objective(problem, layout, self.distance, labels, prior=prior,
                                                 batched=self.restart_mode == "stacked")
         n = self.iterations
+        objective = self._grouped(objective, layout, n)
         milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)]
 
         def run(rows, step_cb):

@@ -90,10 +90,22 @@ def smallest_rows(weight_grad: torch.Tensor, num_samples: int) -> torch.Tensor:
     return torch.sort(torch.argsort(weight_grad.sum(dim=1))[:num_samples]).values
 
 
+def yin_labels(weight_grad: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Yin et al. 2021 (CVPR), batch label restoration: with non-negative features, a class
+    in the batch has negative entries in its weight-gradient row; the `num_samples` classes
+    whose rows reach the most negative minimum, each once (distinct labels assumed)."""
+    if num_samples > weight_grad.shape[0]:
+        raise GradleakError(
+            f"label rule 'yin' assumes distinct labels, but {num_samples} samples exceed {weight_grad.shape[0]} classes"
+        )
+    return torch.sort(torch.argsort(weight_grad.min(dim=1).values)[:num_samples]).values
+
+
 LABEL_RULES: Registry = Registry("label rule")
 LABEL_RULES.add("auto", None, "iDLG for one sample, the count-aware rule for a batch")
 LABEL_RULES.add("idlg", None, "classes with the most negative weight-gradient row sums, each once (Zhao et al. 2020)")
 LABEL_RULES.add("count", None, "count-aware multiset from the bias gradient and the model's mean prediction")
+LABEL_RULES.add("yin", None, "classes whose weight-gradient rows hold the most negative entries, each once (Yin et al. 2021)")
 
 
 def recover_labels(
@@ -106,6 +118,8 @@ def recover_labels(
     """Labels behind an update read as a gradient, by the named rule (`LABEL_RULES`)."""
     rule = LABEL_RULES.entry(rule).name
     weight, bias = last_linear_gradient(model, tensors)
+    if rule == "yin":
+        return yin_labels(weight, num_samples)
     if rule == "idlg" or (rule == "auto" and num_samples == 1):
         return idlg_label(weight) if num_samples == 1 else smallest_rows(weight, num_samples)
     probs = None if input_shape is None else mean_prediction(model, input_shape)

@@ -7,6 +7,13 @@ treats the delta as a single gradient step, target = -delta / assumed_lr (cosine
 objectives are invariant to assumed_lr; L2 objectives are not); one that knows it
 (assumption level 3) unrolls the client's local SGD on the dummy data and compares
 deltas, differentiating through every local step.
+
+Both compare in gradient units: the unrolling attacker divides the observed and the
+simulated delta by -lr of the client's training, so at one local step its problem is the
+one-step reader's at assumed_lr = lr (an L2 objective on the raw delta is lr^2 times
+smaller, and L-BFGS's tolerances then stopped it early: the SoK Table 2 rerun in
+experiments/README.md). `MatchingProblem.delta_scale` turns problem units back into the
+update's (the Bayes attack models the defense's noise there).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class MatchingProblem:
     unrolled: bool
     loss: str = "cross-entropy"  # the client's training loss
     keep: tuple[bool, ...] | None = None  # tensors the objective compares (None: all)
+    delta_scale: float = 1.0  # the shared update = delta_scale * (the target, in problem units)
 
     def select(self, tensors):
         """The compared tensors of a full per-parameter sequence."""
@@ -110,19 +118,24 @@ def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
         start = {n: p.detach().clone().requires_grad_(True) for n, p in zip(names, params)}
         buffers = {n: b.detach().clone() for n, b in work.named_buffers()}
 
+        unit = -1.0 / training.lr  # gradient units: a delta of one step is -lr times a gradient
+
         def predict_unrolled(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
             final = local_training(
                 work, start, {n: b.clone() for n, b in buffers.items()}, x, targets, training, create_graph=True
             )
-            return tuple(final[n] - start[n] for n in names)
+            return tuple((final[n] - start[n]) * unit for n in names)
 
-        return MatchingProblem(observed, predict_unrolled, gradient_view, work, True, update.training.loss)
+        return MatchingProblem(tuple(t * unit for t in observed), predict_unrolled, gradient_view, work, True,
+                               update.training.loss, delta_scale=-training.lr)
 
     def predict_step(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
         loss = client_loss(update.training.loss, work(x), targets) + model_regularization(work)
         return torch.autograd.grad(loss, params, create_graph=True)
 
-    return MatchingProblem(gradient_view, predict_step, gradient_view, work, False, update.training.loss)
+    scale = 1.0 if update.protocol is Protocol.FEDSGD else -assumed_lr
+    return MatchingProblem(gradient_view, predict_step, gradient_view, work, False, update.training.loss,
+                           delta_scale=scale)
 
 
 def update_mismatch(model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge, data: torch.Tensor,
