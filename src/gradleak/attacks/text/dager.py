@@ -35,7 +35,13 @@ import torch
 from torch import nn
 
 from gradleak.attacks.text.base import TextAttack
-from gradleak.attacks.text.layers import architecture, projection_gradient, projection_inputs, projections
+from gradleak.attacks.text.layers import (
+    architecture,
+    decoder_step,
+    projection_gradient,
+    projection_inputs,
+    projections,
+)
 from gradleak.checks import check_positive_float, check_positive_int
 from gradleak.errors import GradleakError
 from gradleak.records import ClientUpdate, Protocol
@@ -138,18 +144,32 @@ class Dager(TextAttack):
         return torch.cat(out)
 
     def _grow(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
-        """Decoder: extend prefixes position by position (see the module docstring)."""
-        prefixes = [()]
+        """Decoder: extend prefixes position by position (see the module docstring); each
+        step runs only the new token through layer 1, reading the prefixes' cached keys
+        and values."""
+        device = basis.device
+        prefixes: list[tuple[int, ...]] = [()]
+        past = None
         finished: list[tuple[int, ...]] = []
         for p, tokens in enumerate(sets):
-            cands = [s + (t,) for s in prefixes for t in tokens]
-            if len(cands) > self.max_candidates:
+            n, k = len(prefixes), len(tokens)
+            if n * k > self.max_candidates:
                 return finished + [s for s in prefixes if s], False
-            res = self._layer2_residual(model, proj, basis, torch.tensor(cands, device=basis.device), True)
-            keep = [c for c, r in zip(cands, res.tolist()) if r < self.tol2]
-            extended = {c[:-1] for c in keep}
-            finished += [s for s in prefixes if s and s not in extended]
-            prefixes = keep
+            pool = torch.tensor(tokens, device=device)
+            keep_rows, keys, values = [], [], []
+            for lo in range(0, n * k, self.chunk):
+                rows = torch.arange(lo, min(n * k, lo + self.chunk), device=device)
+                chunk_past = None if past is None else (past[0][rows // k], past[1][rows // k])
+                x, (kk, vv) = decoder_step(model, proj, chunk_past, pool[rows % k], p)
+                ok = span_residual(x, basis) < self.tol2
+                keep_rows.append(rows[ok])
+                keys.append(kk[ok])
+                values.append(vv[ok])
+            kept = torch.cat(keep_rows).tolist()
+            extended = {r // k for r in kept}
+            finished += [s for i, s in enumerate(prefixes) if s and i not in extended]
+            prefixes = [prefixes[r // k] + (tokens[r % k],) for r in kept]
+            past = (torch.cat(keys), torch.cat(values))
             if not prefixes:
                 break
         return finished + prefixes, True

@@ -9,6 +9,7 @@ row per output feature, columns the input width d) are combinations of the input
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -105,4 +106,40 @@ def projection_inputs(model: nn.Module, proj: Projection, input_ids: torch.Tenso
     return store["x"]
 
 
-__all__ = ["Projection", "SUPPORTED", "architecture", "projection_gradient", "projection_inputs", "projections"]
+def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, torch.Tensor] | None,
+                 tokens: torch.Tensor, position: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """A causal model reads one more token per prefix: the input (M, d) of the (later-layer)
+    projection `proj` at `position`, given the prefixes' first-layer keys and values `past`
+    ((M, heads, position, head_dim) each; None at position 0), and the keys and values
+    extended by the new tokens. Only the first layer's cache is used, so `proj` must be
+    the second layer's projection."""
+    from transformers import DynamicCache
+
+    module = dict(model.named_modules())[proj.paths[0]]
+    store = {}
+
+    def hook(_m, args):
+        store["x"] = args[0].detach()
+        raise _Captured
+
+    cache = DynamicCache(config=model.config)
+    if past is not None:
+        cache.update(past[0], past[1], 0)
+    m = tokens.shape[0]
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    kwargs = {"input_ids": tokens.view(m, 1), name: cache, "use_cache": True,
+              "position_ids": torch.full((m, 1), position, dtype=torch.long, device=tokens.device),
+              "attention_mask": torch.ones((m, position + 1), dtype=torch.long, device=tokens.device)}
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            model(**kwargs)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    layer = cache.layers[0]
+    return store["x"][:, -1], (layer.keys, layer.values)
+
+
+__all__ = ["Projection", "decoder_step", "SUPPORTED", "architecture", "projection_gradient", "projection_inputs", "projections"]
