@@ -50,14 +50,23 @@ from gradleak.text.records import TextKnowledge, TextReconstruction
 log = logging.getLogger(__name__)
 
 
-def span_basis(gradient: torch.Tensor, rank_tol: float = 1e-5) -> torch.Tensor:
-    """An orthonormal basis (d, r) of the gradient's row space: right singular vectors
-    whose singular value exceeds `rank_tol` times the largest (float64)."""
+def span_basis(gradient: torch.Tensor, rank_tol: float = 1e-6, gap: float = 20.0) -> torch.Tensor:
+    """An orthonormal basis (d, r) of the gradient's row space (float64 SVD). The rank is
+    cut at the widest drop between consecutive singular values in the tail (below 1e-3 of
+    the largest) when that drop exceeds `gap` (the float32 noise floor is flat, the
+    signal's spectrum is not), else at `rank_tol` times the largest."""
     g = gradient.detach().double()
     _, s, vh = torch.linalg.svd(g, full_matrices=False)
     if s.numel() == 0 or s[0] == 0:
         return vh[:0].T
-    return vh[: int((s > rank_tol * s[0]).sum())].T
+    rank = int((s > rank_tol * s[0]).sum())
+    ratios = s[:-1] / s[1:].clamp_min(1e-300)
+    tail = s[1:] < 1e-3 * s[0]
+    if tail.any():
+        best = int(torch.where(tail, ratios, torch.zeros_like(ratios)).argmax())
+        if ratios[best] >= gap:
+            rank = best + 1
+    return vh[:rank].T
 
 
 def span_residual(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -70,17 +79,18 @@ class Dager(TextAttack):
     """DAGER (Petrov et al., NeurIPS 2024): exact batch recovery by span checks.
 
     Args: tol (relative residual accepting a candidate at layer 1), tol2 (at layer 2),
-    rank_tol (singular values kept, relative to the largest), max_length (positions
+    rank_tol and gap (how the span's rank is read, see `span_basis`), max_length (positions
     tried), max_candidates (sequences tested per step/search before giving up: "partial").
     """
 
     name = "dager"
 
-    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, rank_tol: float = 1e-5, max_length: int = 64,
-                 max_candidates: int = 100_000, chunk: int = 2048) -> None:
+    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, rank_tol: float = 1e-6, gap: float = 20.0,
+                 max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048) -> None:
         self.tol = check_positive_float("tol", tol)
         self.tol2 = check_positive_float("tol2", tol2)
         self.rank_tol = check_positive_float("rank_tol", rank_tol)
+        self.gap = check_positive_float("gap", gap)
         self.max_length = check_positive_int("max_length", max_length)
         self.max_candidates = check_positive_int("max_candidates", max_candidates)
         self.chunk = check_positive_int("chunk", chunk)
@@ -94,7 +104,7 @@ class Dager(TextAttack):
         projs = projections(model)
         if len(projs) < 2:
             raise GradleakError(f"dager needs a model of at least 2 attention layers, got {len(projs)}")
-        bases = [span_basis(projection_gradient(model, update, p), self.rank_tol) for p in projs[:2]]
+        bases = [span_basis(projection_gradient(model, update, p), self.rank_tol, self.gap) for p in projs[:2]]
         ranks = tuple(int(b.shape[1]) for b in bases)
         width = int(bases[0].shape[0])
         if ranks[0] == 0:
