@@ -1,0 +1,205 @@
+"""DAGER: exact recovery of a batch of token sequences from a transformer's gradient
+(Petrov, Dimitrov, Baader, Müller and Vechev, NeurIPS 2024), written from the paper's
+method description.
+
+Threat model: honest-but-curious server, FedSGD, knows the model (white box) and its
+vocabulary; no prior on the text. The weight gradient of an attention layer's input
+projection is a sum of outer products of that layer's inputs with their backpropagated
+errors, so its row space is spanned by the inputs of the batch's tokens (low rank while
+the batch holds fewer tokens than the model's width). A candidate is in the batch when
+its input lies in that span (relative residual below `tol`).
+
+1. Layer 1: the input of a token at a position depends on that token and position only,
+   so every vocabulary token is tested at every position (the candidate sets C_p).
+2. Decoder (GPT-2-like, causal): a sequence's layer-2 input at position p depends on its
+   tokens 0..p only, so sequences grow one position at a time: every prefix is extended by
+   every token of C_p, and the extensions whose layer-2 input lies in layer 2's span are
+   kept; a prefix no token extends is finished.
+   Encoder (BERT-like, bidirectional): the layer-2 inputs depend on the whole sequence, so
+   whole candidate sequences are tested: for each length, sequences built from the sets C_p
+   are searched (exhaustively while the product of the set sizes is under `max_candidates`,
+   else by coordinate search from the most likely token per position).
+The client's end token (knowledge.end_token), which never reaches the gradient, is
+appended to every recovered sequence. Refused: models other than transformers GPT-2/BERT,
+FedAvg updates, models of one layer, and updates without the projections' weight
+gradients (a LoRA update shares only the adapters: see README, Text).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import torch
+from torch import nn
+
+from gradleak.attacks.text.base import TextAttack
+from gradleak.attacks.text.layers import (
+    architecture,
+    decoder_step,
+    projection_gradient,
+    projection_inputs,
+    projections,
+)
+from gradleak.checks import check_positive_float, check_positive_int
+from gradleak.errors import GradleakError
+from gradleak.records import ClientUpdate, Protocol
+from gradleak.text.records import TextKnowledge, TextReconstruction
+
+log = logging.getLogger(__name__)
+
+
+def span_basis(gradient: torch.Tensor, rank_tol: float = 1e-6, gap: float = 20.0) -> torch.Tensor:
+    """An orthonormal basis (d, r) of the gradient's row space (float64 SVD). The rank is
+    cut at the widest drop between consecutive singular values in the tail (below 1e-3 of
+    the largest) when that drop exceeds `gap` (the float32 noise floor is flat, the
+    signal's spectrum is not), else at `rank_tol` times the largest."""
+    g = gradient.detach().double()
+    _, s, vh = torch.linalg.svd(g, full_matrices=False)
+    if s.numel() == 0 or s[0] == 0:
+        return vh[:0].T
+    rank = int((s > rank_tol * s[0]).sum())
+    ratios = s[:-1] / s[1:].clamp_min(1e-300)
+    tail = s[1:] < 1e-3 * s[0]
+    if tail.any():
+        best = int(torch.where(tail, ratios, torch.zeros_like(ratios)).argmax())
+        if ratios[best] >= gap:
+            rank = best + 1
+    return vh[:rank].T
+
+
+def span_residual(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Relative distance of each row of x (..., d) to the span of `basis` (d, r)."""
+    x = x.double()
+    return (x - (x @ basis) @ basis.T).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-30)
+
+
+class Dager(TextAttack):
+    """DAGER (Petrov et al., NeurIPS 2024): exact batch recovery by span checks.
+
+    Args: tol (relative residual accepting a candidate at layer 1), tol2 (at layer 2),
+    rank_tol and gap (how the span's rank is read, see `span_basis`), max_length (positions
+    tried), max_candidates (sequences tested per step/search before giving up: "partial").
+    """
+
+    name = "dager"
+
+    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, rank_tol: float = 1e-6, gap: float = 20.0,
+                 max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048) -> None:
+        self.tol = check_positive_float("tol", tol)
+        self.tol2 = check_positive_float("tol2", tol2)
+        self.rank_tol = check_positive_float("rank_tol", rank_tol)
+        self.gap = check_positive_float("gap", gap)
+        self.max_length = check_positive_int("max_length", max_length)
+        self.max_candidates = check_positive_int("max_candidates", max_candidates)
+        self.chunk = check_positive_int("chunk", chunk)
+
+    def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: TextKnowledge, *,
+                     seed: int) -> TextReconstruction:
+        start = time.perf_counter()
+        kind = architecture(model)
+        if update.protocol is not Protocol.FEDSGD:
+            raise GradleakError(f"dager reads FedSGD gradients, got a {update.protocol.value} update")
+        projs = projections(model)
+        if len(projs) < 2:
+            raise GradleakError(f"dager needs a model of at least 2 attention layers, got {len(projs)}")
+        bases = [span_basis(projection_gradient(model, update, p), self.rank_tol, self.gap) for p in projs[:2]]
+        ranks = tuple(int(b.shape[1]) for b in bases)
+        width = int(bases[0].shape[0])
+        if ranks[0] == 0:
+            return TextReconstruction((), time.perf_counter() - start, "failed", span_ranks=ranks,
+                                      notes=("the first layer's gradient is zero",))
+        notes = []
+        if ranks[0] >= width - 1:  # LayerNorm outputs span at most d - 1 directions... or the whole width
+            notes.append(f"layer 1's gradient has full rank {ranks[0]} of width {width}: the batch holds too many "
+                         f"tokens for the span test, which then accepts every token")
+        limit = min(self.max_length, getattr(model.config, "max_position_embeddings", self.max_length))
+        sets = self._position_sets(model, projs[0], bases[0], limit)
+        if not sets:
+            return TextReconstruction((), time.perf_counter() - start, "failed", span_ranks=ranks,
+                                      notes=tuple(notes) + ("no token passed layer 1's span test at position 0",))
+        if kind == "decoder":
+            sequences, complete = self._grow(model, projs[1], bases[1], sets)
+        else:
+            sequences, complete = self._search(model, projs[1], bases[1], sets)
+        if not complete:
+            notes.append(f"stopped at max_candidates={self.max_candidates}")
+        if knowledge.end_token is not None:
+            sequences = [s + (knowledge.end_token,) for s in sequences]
+        status = "ok" if complete and sequences else ("partial" if sequences else "failed")
+        return TextReconstruction(tuple(sequences), time.perf_counter() - start, status, span_ranks=ranks,
+                                  notes=tuple(notes))
+
+    def _position_sets(self, model, proj, basis, limit: int) -> list[list[int]]:
+        """C_p for p = 0, 1, ... until a position where no token passes."""
+        device = basis.device
+        vocab = model.get_input_embeddings().weight.shape[0]
+        ids = torch.arange(vocab, device=device).unsqueeze(1)
+        sets = []
+        for p in range(limit):
+            x = projection_inputs(model, proj, ids, torch.full_like(ids, p))[:, 0]
+            found = torch.nonzero(span_residual(x, basis) < self.tol).flatten().tolist()
+            if not found:
+                break
+            sets.append(found)
+        return sets
+
+    def _layer2_residual(self, model, proj, basis, seqs: torch.Tensor, last_only: bool) -> torch.Tensor:
+        out = []
+        for i in range(0, seqs.shape[0], self.chunk):
+            x = projection_inputs(model, proj, seqs[i : i + self.chunk])
+            r = span_residual(x[:, -1] if last_only else x, basis)
+            out.append(r if last_only else r.max(dim=1).values)
+        return torch.cat(out)
+
+    def _grow(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
+        """Decoder: extend prefixes position by position (see the module docstring); each
+        step runs only the new token through layer 1, reading the prefixes' cached keys
+        and values."""
+        device = basis.device
+        prefixes: list[tuple[int, ...]] = [()]
+        past = None
+        finished: list[tuple[int, ...]] = []
+        for p, tokens in enumerate(sets):
+            n, k = len(prefixes), len(tokens)
+            if n * k > self.max_candidates:
+                return finished + [s for s in prefixes if s], False
+            pool = torch.tensor(tokens, device=device)
+            keep_rows, keys, values = [], [], []
+            for lo in range(0, n * k, self.chunk):
+                rows = torch.arange(lo, min(n * k, lo + self.chunk), device=device)
+                chunk_past = None if past is None else (past[0][rows // k], past[1][rows // k])
+                x, (kk, vv) = decoder_step(model, proj, chunk_past, pool[rows % k], p)
+                ok = span_residual(x, basis) < self.tol2
+                keep_rows.append(rows[ok])
+                keys.append(kk[ok])
+                values.append(vv[ok])
+            kept = torch.cat(keep_rows).tolist()
+            extended = {r // k for r in kept}
+            finished += [s for i, s in enumerate(prefixes) if s and i not in extended]
+            prefixes = [prefixes[r // k] + (tokens[r % k],) for r in kept]
+            past = (torch.cat(keys), torch.cat(values))
+            if not prefixes:
+                break
+        return finished + prefixes, True
+
+    def _search(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
+        """Encoder: test whole sequences of every length built from the position sets."""
+        found: list[tuple[int, ...]] = []
+        complete = True
+        for length in range(1, len(sets) + 1):
+            pools = sets[:length]
+            total = 1
+            for pool in pools:
+                total *= len(pool)
+            if total > self.max_candidates:
+                complete = False
+                continue
+            cands = list(itertools.product(*pools))
+            res = self._layer2_residual(model, proj, basis, torch.tensor(cands, device=basis.device), False)
+            found += [c for c, r in zip(cands, res.tolist()) if r < self.tol2]
+        return found, complete
+
+
+__all__ = ["Dager", "span_basis", "span_residual"]

@@ -1,0 +1,145 @@
+"""What the exact text attacks read off a transformer: the first two attention layers'
+input projections, their weight gradients in the update, and their inputs for any tokens.
+
+A projection y = x W (GPT-2's fused `c_attn`, a Conv1D of shape (d, 3d)) or y = x W^T
+(BERT's `query`, `key`, `value` Linears) has the weight gradient sum_i x_i^T dL/dy_i over
+every token i of the batch, so the gradient's rows (in the orientation used here: one
+row per output feature, columns the input width d) are combinations of the inputs x_i.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gradleak.errors import GradleakError
+from gradleak.records import ClientUpdate
+
+SUPPORTED = {"gpt2": "decoder", "bert": "encoder"}
+
+
+class _Captured(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One layer's input projection(s): module paths, and whether its weight is (in, out)."""
+
+    paths: tuple[str, ...]
+    transposed: bool  # Conv1D: weight (in, out)
+
+
+def architecture(model: nn.Module) -> str:
+    """"decoder" (GPT-2-like) or "encoder" (BERT-like); anything else is refused."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind not in SUPPORTED:
+        raise GradleakError(f"model must be a transformers GPT-2 or BERT model (model_type 'gpt2' or 'bert'), "
+                            f"got {type(model).__name__} with model_type {kind!r}")
+    return SUPPORTED[kind]
+
+
+def projections(model: nn.Module) -> list[Projection]:
+    """The input projections of the attention layers, first layer first."""
+    kind = architecture(model)
+    paths = dict(model.named_modules())
+    out = []
+    for layer in range(model.config.num_hidden_layers):
+        if kind == "decoder":
+            found = [p for p in paths if p.endswith(f"transformer.h.{layer}.attn.c_attn")]
+            if found:
+                out.append(Projection((found[0],), True))
+        else:
+            found = [p for p in paths for name in ("query", "key", "value")
+                     if p.endswith(f"encoder.layer.{layer}.attention.self.{name}")]
+            if len(found) == 3:
+                out.append(Projection(tuple(found), False))
+    return out
+
+
+def projection_gradient(model: nn.Module, update: ClientUpdate, proj: Projection) -> torch.Tensor:
+    """The projection's weight gradient as (outputs, d): rows in the span of its inputs."""
+    grads = update.as_mapping()
+    parts = []
+    for path in proj.paths:
+        name = f"{path}.weight"
+        if name not in grads:
+            raise GradleakError(f"the update has no gradient {name!r}, which this attack reads (a LoRA update "
+                                f"shares only adapters; see `dager`'s docstring)")
+        g = grads[name]
+        parts.append(g.T if proj.transposed else g)
+    return torch.cat(parts, 0)
+
+
+def projection_inputs(model: nn.Module, proj: Projection, input_ids: torch.Tensor,
+                      position_ids: torch.Tensor | None = None,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The input (N, T, d) of the projection when the model reads `input_ids` (N, T); the
+    forward pass stops there."""
+    module = dict(model.named_modules())[proj.paths[0]]
+    store = {}
+
+    def hook(_m, args):
+        store["x"] = args[0].detach()
+        raise _Captured
+
+    handle = module.register_forward_pre_hook(hook)
+    kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if architecture(model) == "decoder":
+        kwargs["use_cache"] = False
+    try:
+        with torch.no_grad():
+            model(**kwargs)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    if "x" not in store:
+        raise GradleakError(f"the forward pass never reached {proj.paths[0]!r}")
+    return store["x"]
+
+
+def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, torch.Tensor] | None,
+                 tokens: torch.Tensor, position: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """A causal model reads one more token per prefix: the input (M, d) of the (later-layer)
+    projection `proj` at `position`, given the prefixes' first-layer keys and values `past`
+    ((M, heads, position, head_dim) each; None at position 0), and the keys and values
+    extended by the new tokens. Only the first layer's cache is used, so `proj` must be
+    the second layer's projection."""
+    from transformers import DynamicCache
+
+    module = dict(model.named_modules())[proj.paths[0]]
+    store = {}
+
+    def hook(_m, args):
+        store["x"] = args[0].detach()
+        raise _Captured
+
+    cache = DynamicCache(config=model.config)
+    if past is not None:
+        cache.update(past[0], past[1], 0)
+    m = tokens.shape[0]
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    kwargs = {"input_ids": tokens.view(m, 1), name: cache, "use_cache": True,
+              "position_ids": torch.full((m, 1), position, dtype=torch.long, device=tokens.device),
+              "attention_mask": torch.ones((m, position + 1), dtype=torch.long, device=tokens.device)}
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            model(**kwargs)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    layer = cache.layers[0]
+    return store["x"][:, -1], (layer.keys, layer.values)
+
+
+__all__ = ["Projection", "decoder_step", "SUPPORTED", "architecture", "projection_gradient", "projection_inputs", "projections"]

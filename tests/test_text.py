@@ -1,0 +1,135 @@
+"""Text: the built-in corpus, the tokenizer, the text client and the exact DAGER attack."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+pytest.importorskip("rouge_score")
+
+from gradleak.attacks.text import TEXT_ATTACKS  # noqa: E402
+from gradleak.attacks.text.dager import span_basis, span_residual  # noqa: E402
+from gradleak.attacks.text.layers import projection_gradient, projection_inputs, projections  # noqa: E402
+from gradleak.errors import GradleakError  # noqa: E402
+from gradleak.records import LocalTraining, Protocol  # noqa: E402
+from gradleak.text.client import text_update  # noqa: E402
+from gradleak.text.corpus import builtin_corpus, load_csv, load_lines  # noqa: E402
+from gradleak.text.metrics import text_metrics, token_accuracy  # noqa: E402
+from gradleak.text.models import bert_model, gpt2_model  # noqa: E402
+from gradleak.text.records import TextBatch, TextKnowledge  # noqa: E402
+from gradleak.text.tokenizer import EOS, train_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return builtin_corpus()
+
+
+@pytest.fixture(scope="module")
+def tok(corpus):
+    return train_tokenizer(corpus.sentences, 1024)
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_corpus_labels_are_the_topic_a_sentence_came_from(corpus):
+    from pydoc_data.topics import topics
+
+    assert len(corpus) > 1000 and len(set(corpus.sentences)) == len(corpus)
+    for i in range(0, len(corpus), 97):
+        name = corpus.classes[corpus.labels[i]]
+        first_words = corpus.sentences[i].split()[:3]
+        assert all(w in topics[name] for w in first_words)
+    train, test = corpus.split(0.1, seed=3)
+    again = corpus.split(0.1, seed=3)[1]
+    assert test.sentences == again.sentences and not set(train.sentences) & set(test.sentences)
+    assert len(train) + len(test) == len(corpus)
+    assert corpus.split(0.1, seed=4)[1].sentences != test.sentences
+
+
+def test_user_text_loaders(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
+    assert load_lines(tmp_path / "a.txt").sentences == ("first line", "second line")
+    (tmp_path / "b.csv").write_text("text,kind\nhello there,x\nbye now,y\n")
+    c = load_csv(tmp_path / "b.csv", "text", "kind")
+    assert c.sentences == ("hello there", "bye now") and c.labels == (0, 1) and c.classes == ("x", "y")
+    with pytest.raises(GradleakError, match="column 'nope'"):
+        load_csv(tmp_path / "b.csv", "nope")
+
+
+def test_tokenizer_round_trip_and_determinism(corpus, tok):
+    for text in corpus.sentences[:50] + ("Ünïcödé — ∑ 😀 tabs\tand  spaces",):
+        assert tok.decode(tok.encode(text)) == text
+    again = train_tokenizer(corpus.sentences, 1024)
+    assert again.tokenizer.to_str() == tok.tokenizer.to_str()
+    b = tok.batch(["a b c", "a"], max_length=8)
+    assert b.lengths == (len(tok.encode("a b c")) + 1, 2) and b.input_ids[1, 1] == EOS
+
+
+def _problem(tok, corpus, n=3, length=10, seed=0):
+    model = gpt2_model(vocab_size=tok.vocab_size, size="tiny", seed=seed, max_length=16)
+    batch = tok.batch(corpus.sentences[:n], max_length=length)
+    return model, batch, text_update(model, batch)
+
+
+def test_dager_recovers_a_tiny_gpt2_batch_exactly(corpus, tok):
+    model, batch, update = _problem(tok, corpus)
+    before = snapshot(model)
+    attack = TEXT_ATTACKS.create("dager")
+    rec = attack.reconstruct(model, update, TextKnowledge(num_sequences=3, end_token=EOS))
+    assert rec.status == "ok"
+    assert sorted(rec.sequences) == sorted(batch.sequences())
+    m = text_metrics(batch.sequences(), rec.sequences, tok.decode)
+    assert m.summary() == {"token_accuracy": 1.0, "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "exact": 1.0}
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert attack.reconstruct(model, update, TextKnowledge(3, end_token=EOS)).sequences == rec.sequences
+
+
+def test_span_test_rejects_a_token_not_in_the_batch(corpus, tok):
+    model, batch, update = _problem(tok, corpus)
+    proj = projections(model)[0]
+    basis = span_basis(projection_gradient(model, update, proj))
+    present = set(batch.input_ids[:, :-1].flatten().tolist())
+    absent = [t for t in range(3, tok.vocab_size) if t not in present][:50]
+    ids = torch.tensor([int(batch.input_ids[0, 0])] + absent).unsqueeze(1)
+    res = span_residual(projection_inputs(model, proj, ids, torch.zeros_like(ids))[:, 0], basis)
+    assert res[0] < 1e-4 and (res[1:] > 1e-2).all()
+    # a perturbed gradient (its span no longer the inputs') accepts nothing: the test can fail
+    noisy = update.tensors[[i for i, n in enumerate(update.names) if n.endswith("h.0.attn.c_attn.weight")][0]]
+    noisy_basis = span_basis(noisy.T + 1e-2 * noisy.abs().max() * torch.randn_like(noisy.T), 1e-5)
+    assert noisy_basis.shape[1] == noisy_basis.shape[0]  # full rank: every token passes, none is singled out
+
+
+def test_dager_refusals(corpus, tok):
+    model, batch, update = _problem(tok, corpus)
+    attack = TEXT_ATTACKS.create("dager")
+    with pytest.raises(GradleakError, match="model must be a transformers GPT-2 or BERT"):
+        attack.reconstruct(torch.nn.Linear(3, 3), update)
+    fedavg = text_update(model, batch, LocalTraining(protocol=Protocol.FEDAVG, lr=0.01))
+    with pytest.raises(GradleakError, match="FedSGD"):
+        attack.reconstruct(model, fedavg)
+    one = gpt2_model(vocab_size=tok.vocab_size, size="tiny", layers=1)
+    with pytest.raises(GradleakError, match="at least 2 attention layers"):
+        attack.reconstruct(one, text_update(one, batch))
+    with pytest.raises(GradleakError, match="does not take"):
+        TEXT_ATTACKS.create("dager", {"nope": 1})
+
+
+def test_text_client_shares_the_mean_loss_gradient(corpus, tok):
+    model, batch, update = _problem(tok, corpus, n=2)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                labels=batch.input_ids.masked_fill(batch.attention_mask == 0, -100))
+    grads = torch.autograd.grad(out.loss, list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(update.tensors, grads))
+    with pytest.raises(GradleakError, match="attention_mask"):
+        TextBatch(batch.input_ids, torch.zeros_like(batch.input_ids))
+
+
+def test_metrics_match_and_score():
+    assert token_accuracy([1, 2, 3, 4], [1, 2, 9]) == 0.5
+    m = text_metrics([(5, 6), (7, 8)], [(7, 8)], lambda s: " ".join(f"w{t}" for t in s))
+    assert m.assignment == (-1, 0) and m.values["exact"] == (0.0, 1.0) and m.mean("rouge1") == 0.5
