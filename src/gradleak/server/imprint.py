@@ -32,6 +32,7 @@ from gradleak.devices import generator
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption
 from gradleak.server.base import ServerBehaviour, ServerModel
+from gradleak.server.expectation import Expectation, expected_recovery
 
 MEASUREMENTS = ("brightness", "random")
 ESTIMATES = ("quantiles", "gaussian")
@@ -155,6 +156,9 @@ class Imprint(ServerBehaviour):
         self.scale = check_positive_float("scale", scale)
         self.back = check_choice("back", back, BACKS)
         self.gain = check_positive_float("gain", gain)
+
+    def expected(self, num_samples: int) -> Expectation:
+        return expected_recovery(num_samples, self.bins)
 
     def _build(self, model, input_shape, *, seed, public) -> ServerModel:
         if self.public is not None and public is None:
