@@ -9,6 +9,7 @@ from gradleak.attacks.base import Attack, OptimizationAttack, Progress, Progress
 from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dlg import DLG
+from gradleak.attacks.fishing import FishingReadout
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.imprint import ImprintReadout
 from gradleak.attacks.ig import InvertingGradients
@@ -28,9 +29,11 @@ ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance 
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
 ATTACKS.add("imprint", ImprintReadout, "read-out of a malicious server's imprint block: the samples alone in a bin "
             "(Fowl et al., ICLR 2022; level 5)")
+ATTACKS.add("fishing", FishingReadout, "read-out of a malicious server's class fishing: inverting gradients on the "
+            "target class alone (Wen et al., ICML 2022; level 5)")
 ATTACKS.add("trap", TrapReadout, "read-out of a malicious server's trap weights: samples that fired a first-layer "
             "unit alone (Boenisch et al., EuroS&P 2023; level 5)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "L1Matching", "L2Matching", "IDLG", "ImprintReadout", "InvertingGradients", "OptimizationAttack", "Progress",
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "FishingReadout", "L1Matching", "L2Matching", "IDLG", "ImprintReadout", "InvertingGradients", "OptimizationAttack", "Progress",
            "ProgressCallback", "RGAP", "TrapReadout"]
