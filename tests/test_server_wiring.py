@@ -13,6 +13,7 @@ from gradleak.cli import main
 from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
 from gradleak.pipelines.audit import AuditConfig, run_audit
+from gradleak.pipelines.write import unit_labels
 
 
 def test_the_cli_attacks_through_an_imprint_server_and_records_it(tmp_path, capsys):
@@ -45,6 +46,11 @@ def test_an_honest_audit_has_no_server_outcome_and_a_trap_audit_has_one():
     trapped = run_audit(AuditConfig(attack="trap", model="mlp", batch_size=4, server="trap:fire=0.25"))
     assert trapped.result.server.spec == "trap:fire=0.25" and trapped.result.server.expected_fraction is None
     assert 5 in [int(a) for a in trapped.result.assumptions]
+    # the grid labels each column with the units its reconstruction came from
+    assert unit_labels(honest) is None
+    labels = unit_labels(trapped)
+    assert len(labels) == 4 and all(x == "-" or x.startswith("unit ") for x in labels)
+    assert any(x.startswith("unit ") for x in labels)
 
 
 def test_the_api_serves_a_malicious_model_and_reads_it():
