@@ -63,3 +63,37 @@ def test_the_api_serves_a_malicious_model_and_reads_it():
     assert [int(a) for a in rec.assumptions] == [0, 5]
     assert torch.cdist(images.flatten(1), rec.data.flatten(1)).min(1).values.max() < 1e-4
     assert served.expected(3).p_all == pytest.approx((255 / 256) * (254 / 256))
+
+
+# name -> (model maker, tiny options); must name every registered server
+SERVER_CASES = {
+    "honest": (lambda: tiny_lenet(channels=3, size=4, classes=4), {}),
+    "imprint": (lambda: tiny_lenet(channels=3, size=4, classes=4), {"bins": 8, "estimate": "gaussian"}),
+    "trap": (lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.ReLU(),
+                                         torch.nn.Linear(16, 4)), {"fire": 0.2}),
+    "fishing": (lambda: tiny_lenet(channels=3, size=4, classes=4), {"target": 1}),
+}
+
+
+def test_every_server_has_a_case():
+    from gradleak.server import SERVERS
+
+    assert set(SERVER_CASES) == set(SERVERS.names())
+
+
+@pytest.mark.parametrize("name", sorted(SERVER_CASES))
+def test_server_invariants(name):
+    from gradleak.server import SERVERS, parse_server
+
+    make, options = SERVER_CASES[name]
+    model = make()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    behaviour = SERVERS.create(name, options)
+    a = behaviour.build(model, (3, 4, 4), seed=3)
+    b = parse_server(behaviour.spec()).build(model, (3, 4, 4), seed=3)  # the spec rebuilds the same server
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the caller's model untouched
+    assert a.model is not model
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert a.malicious == (name != "honest") and a.spec == behaviour.spec()
+    with pytest.raises(GradleakError, match=r"does not take \['bogus'\]; it takes: "):
+        SERVERS.create(name, {"bogus": 1})
