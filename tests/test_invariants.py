@@ -87,6 +87,12 @@ def _trapped():  # a malicious server's trap weights in the tiny MLP's first lay
     return parse_server("trap:fire=0.2").build(_fc(), (3, 8, 8), seed=0).model
 
 
+def _fished():  # a malicious server's class fishing on the tiny LeNet's last layer
+    from gradleak.server import parse_server
+
+    return parse_server("fishing:target=2").build(_conv(), (3, 8, 8), seed=0).model
+
+
 # name -> (model, tiny options); must name every registered attack
 ATTACK_CASES = {
     "dlg": (_conv, {"iterations": 3, "restarts": 2}),
@@ -102,6 +108,7 @@ ATTACK_CASES = {
     "imprint": (_imprinted, {}),
     "trap": (_trapped, {}),
     "dimitrov": (_conv, {"iterations": 3, "restarts": 2}),
+    "fishing": (_fished, {"iterations": 4, "restarts": 2}),
 }
 
 

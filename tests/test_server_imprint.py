@@ -49,14 +49,18 @@ def _exact(rec, images, tol=1e-4) -> torch.Tensor:
     return d.min(1).values <= tol * images.flatten(1).double().norm(dim=1)
 
 
-@pytest.mark.parametrize("training,dtype", [(LocalTraining(), torch.float32),
-                                            (LocalTraining(protocol="fedavg", lr=0.01, batch_size=2), torch.float64)],
-                         ids=["fedsgd", "fedavg"])
-def test_every_sample_alone_in_a_bin_is_recovered_exactly(training, dtype):
+FEDAVG = LocalTraining(protocol="fedavg", lr=0.01, batch_size=2)
+
+
+@pytest.mark.parametrize("training,dtype,back", [(LocalTraining(), torch.float32, "shared"),
+                                                 (FEDAVG, torch.float64, "shared"),
+                                                 (FEDAVG, torch.float64, "fixed")],
+                         ids=["fedsgd", "fedavg", "fedavg-fixed-back"])
+def test_every_sample_alone_in_a_bin_is_recovered_exactly(training, dtype, back):
     # FedAvg in float64: its delta is a difference of weights, which float32 rounds (see Imprint's gain)
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(6, *SHAPE, generator=gen, dtype=dtype)
-    server = parse_server("imprint:bins=64,estimate=gaussian").build(_model().to(dtype), SHAPE, seed=1)
+    server = parse_server(f"imprint:bins=64,estimate=gaussian,back={back}").build(_model().to(dtype), SHAPE, seed=1)
     alone = _alone(server, images)
     assert alone.sum() >= 4  # the draw leaves most samples alone: the check below means something
     rec = _attack(server, images, torch.tensor([0, 1, 2, 3, 0, 1]), training)
@@ -149,7 +153,7 @@ def test_refusals_name_the_layer_and_the_option():
         parse_server("imprint:bogus=1")
     with pytest.raises(GradleakError, match="measure must be one of 'brightness', 'random'"):
         parse_server("imprint:measure=colour")
-    with pytest.raises(UnknownNameError, match="known servers: honest, imprint"):
+    with pytest.raises(UnknownNameError, match="known servers: fishing, honest, imprint, trap"):
         parse_server("robber")
     with pytest.raises(GradleakError, match="public must be a tensor"):
         parse_server("imprint").build(model, SHAPE, public=torch.randn(4, 3, 8, 8))

@@ -15,7 +15,7 @@ __version__ = package_version()
 
 # name -> module that defines it
 _EXPORTS = {
-    "reconstruct": "gradleak.api", "evaluate": "gradleak.api", "as_update": "gradleak.api",
+    "reconstruct": "gradleak.api", "evaluate": "gradleak.api", "as_update": "gradleak.api", "serve": "gradleak.api",
     "AttackerKnowledge": "gradleak.records", "AuditResult": "gradleak.records", "ClientUpdate": "gradleak.records",
     "ImageMetrics": "gradleak.records", "LabelKnowledge": "gradleak.records", "LocalTraining": "gradleak.records",
     "Protocol": "gradleak.records", "Reconstruction": "gradleak.records",

@@ -23,6 +23,7 @@ from gradleak.devices import model_device, resolve_device
 from gradleak.errors import GradleakError
 from gradleak.metrics import DEFAULT_METRICS, score_reconstruction
 from gradleak.models import output_classes
+from gradleak.server import ServerModel, parse_server
 from gradleak.records import (
     AttackerKnowledge,
     ClientUpdate,
@@ -99,6 +100,7 @@ def reconstruct(
     seed: int = 0,
     device: str | torch.device | None = None,
     callback: ProgressCallback | None = None,
+    server: str | None = None,
     **attack_options: Any,
 ) -> Reconstruction:
     """Reconstruct a client's inputs from an update observed on `model`.
@@ -130,6 +132,8 @@ def reconstruct(
         device: where to attack ("auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device):
             a copy of the model goes there; None attacks where the model is. The result is on
             the CPU either way.
+        server: the spec of the malicious server that built `model` (`serve`): the result
+            records assumption level 5.
         **attack_options: the attack's constructor arguments (iterations, restarts, ...).
     """
     attacker = ATTACKS.create(attack, attack_options)
@@ -154,8 +158,20 @@ def reconstruct(
         knows_training=knows_training,
         training=update.training if knows_training else None,
         bounds=pixel_box(shape, normalization, bounds),
+        server=server,
     )
     return attacker.reconstruct(model, update, knowledge, seed=seed, callback=callback)
+
+
+def serve(model: nn.Module, server: str, *, input_shape: Sequence[int], seed: int = 0,
+          public: torch.Tensor | None = None) -> ServerModel:
+    """The model a server sends in place of `model` (not modified), from its spec
+    ("imprint:bins=128", "trap:fire=0.02", "honest"): give `ServerModel.model` to your
+    client, then `reconstruct(server_model.model, update, attack="imprint",
+    server=server_model.spec, ...)`. `public`: public images in model space for the
+    behaviours that estimate from them. Threat model: a malicious server (level 5).
+    `ServerModel.expected(n)` says what it expects to recover before any attack."""
+    return parse_server(server).build(model, _input_shape(input_shape), seed=seed, public=public)
 
 
 def _input_shape(input_shape: object) -> tuple[int, ...]:
@@ -232,4 +248,4 @@ def evaluate(
 
 log = logging.getLogger(__name__)
 
-__all__ = ["as_update", "evaluate", "pixel_box", "reconstruct", "LocalTraining", "Protocol"]
+__all__ = ["as_update", "evaluate", "pixel_box", "reconstruct", "serve", "LocalTraining", "Protocol"]

@@ -10,6 +10,7 @@ from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dimitrov import DimitrovFedAvg
 from gradleak.attacks.dlg import DLG
+from gradleak.attacks.fishing import FishingReadout
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.imprint import ImprintReadout
@@ -30,6 +31,8 @@ ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance 
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
 ATTACKS.add("imprint", ImprintReadout, "read-out of a malicious server's imprint block: the samples alone in a bin "
             "(Fowl et al., ICLR 2022; level 5)")
+ATTACKS.add("fishing", FishingReadout, "read-out of a malicious server's class fishing: inverting gradients on the "
+            "target class alone (Wen et al., ICML 2022; level 5)")
 ATTACKS.add("trap", TrapReadout, "read-out of a malicious server's trap weights: samples that fired a first-layer "
             "unit alone (Boenisch et al., EuroS&P 2023; level 5)")
 ATTACKS.add("dimitrov", DimitrovFedAvg,
@@ -39,7 +42,7 @@ ATTACKS.add("spear", Spear, "SPEAR: exact batch recovery from a fully connected 
             "(Dimitrov et al. 2024)")
 
 __all__ = [
-    "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "DimitrovFedAvg", "IDLG",
-    "ImprintReadout", "InvertingGradients", "L1Matching", "L2Matching", "OptimizationAttack", "Progress",
-    "ProgressCallback", "RGAP", "Spear", "TrapReadout",
+    "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "DimitrovFedAvg", "FishingReadout",
+    "IDLG", "ImprintReadout", "InvertingGradients", "L1Matching", "L2Matching", "OptimizationAttack",
+    "Progress", "ProgressCallback", "RGAP", "Spear", "TrapReadout",
 ]

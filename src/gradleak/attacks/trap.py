@@ -24,6 +24,37 @@ from gradleak.records import Assumption, AttackerKnowledge, ClientUpdate, Recons
 from gradleak.server import first_layer
 
 
+def agreeing_groups(cand: torch.Tensor, match_tol: float) -> list[list[int]]:
+    """Groups of rows of `cand` within `match_tol` (relative) of the group's first row, each
+    group's members in row order (the first is the strongest when rows are so sorted).
+
+    Rows closer than tol * |row| are closer along any unit direction too, so the rows are
+    sorted by one fixed random projection and each is compared only with its window there.
+    """
+    m = cand.shape[0]
+    if m == 0:
+        return []
+    r = torch.randn(cand.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    proj = cand @ (r / r.norm()).to(cand.device)
+    order = proj.argsort()
+    sorted_proj = proj[order]
+    norms = cand.norm(dim=1).clamp_min(1e-12)
+    taken = torch.zeros(m, dtype=torch.bool, device=cand.device)
+    groups: list[list[int]] = []
+    for i in range(m):  # strongest first
+        if taken[i]:
+            continue
+        tol = match_tol * norms[i]
+        lo = int(torch.searchsorted(sorted_proj, proj[i] - tol))
+        hi = int(torch.searchsorted(sorted_proj, proj[i] + tol, right=True))
+        window = order[lo:hi]
+        window = window[~taken[window]]
+        members = window[(cand[window] - cand[i]).norm(dim=1) <= tol]
+        taken[members] = True
+        groups.append(sorted(members.tolist()))
+    return groups
+
+
 def trapped_samples(weight_grad: torch.Tensor, bias_grad: torch.Tensor, num_samples: int, input_shape, *,
                     bounds=None, min_bias: float = 1e-6, match_tol: float = 1e-4):
     """Samples (num_samples, features) read from the units, and the units behind each."""
@@ -32,19 +63,12 @@ def trapped_samples(weight_grad: torch.Tensor, bias_grad: torch.Tensor, num_samp
     usable = (strength > min_bias * strength.max()).nonzero().squeeze(1)
     usable = usable[strength[usable].argsort(descending=True)]
     cand = weight_grad.double()[usable] / db[usable, None]
-    same = torch.cdist(cand, cand) <= match_tol * cand.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    free = torch.ones(len(usable), dtype=torch.bool)
-    groups: list[list[int]] = []
-    for i in range(len(usable)):
-        if free[i]:
-            members = (same[i] & free).nonzero().squeeze(1)
-            free[members] = False
-            groups.append(members.tolist())
+    groups = agreeing_groups(cand, match_tol)
     inside = torch.ones(len(usable), dtype=torch.float64)
     if bounds is not None:
         shape = (len(usable), *input_shape)
-        low = torch.tensor(bounds[0], dtype=torch.float64).reshape(1, -1, *([1] * (len(input_shape) - 1)))
-        high = torch.tensor(bounds[1], dtype=torch.float64).reshape(low.shape)
+        low = torch.tensor(bounds[0], dtype=torch.float64, device=cand.device).reshape(1, -1, *([1] * (len(input_shape) - 1)))
+        high = torch.tensor(bounds[1], dtype=torch.float64, device=cand.device).reshape(low.shape)
         x = cand.reshape(shape)
         slack = 1e-3 * (high - low)
         inside = ((x >= low - slack) & (x <= high + slack)).flatten(1).double().mean(1)

@@ -58,6 +58,10 @@ def add_parser(sub) -> None:
     g.add_argument("--dp-noise", type=float, help=deprecated("--dp-noise", "--defense dpsgd:noise_multiplier=X"))
     g.add_argument("--dp-clip", type=float, help=deprecated("--dp-clip", "--defense dpsgd:...,max_grad_norm=C"))
     g.add_argument("--dp-delta", type=float, help=deprecated("--dp-delta", "--defense dpsgd:...,delta=D"))
+    g = p.add_argument_group("server")
+    g.add_argument("--server", metavar="SPEC",
+                   help="what the server sends: honest (default) or a malicious server such as imprint:bins=128 "
+                        "(read out with -a imprint), trap:fire=0.02 (-a trap); see `gradleak list`")
     g = p.add_argument_group("attack")
     g.add_argument("-a", "--attack", help="attack name (see `gradleak list`); default idlg")
     g.add_argument("--iterations", type=int, help="optimization steps per restart")
@@ -138,6 +142,20 @@ def build_config(args: argparse.Namespace):
     return AuditConfig.from_settings(settings)
 
 
+def say_expected(config) -> None:
+    """Print, before the attack, what the configured server expects to recover."""
+    from gradleak.cli.render import console
+
+    behaviour = config.server_behaviour()
+    n = config.batch_size if config.indices is None else len(config.indices)
+    expected = behaviour.expected(n)
+    if expected is None:
+        console.print(f"server {behaviour.spec()}: no closed-form expectation")
+    else:
+        console.print(f"server {behaviour.spec()}: expects to recover {expected.expected:.1f} of {n} samples "
+                      f"({expected.fraction:.1%}); all {n} with probability {expected.p_all:.2g}")
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     from gradleak.cli.render import attack_progress, metrics_table
     from gradleak.pipelines.audit import run_audit
@@ -147,6 +165,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = output_folder(args.out, Path("runs") / f"{stamp}-{config.attack}-{config.model}", overwrite=args.overwrite)
     set_threads(args.threads)
+    if config.server is not None:
+        say_expected(config)
     with attack_progress(enabled=not args.quiet) as callback:
         run = run_audit(config, callback=callback)
     write_audit(out, run, overwrite=args.overwrite)

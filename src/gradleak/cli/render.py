@@ -117,6 +117,12 @@ def metrics_table(run, out: Path) -> None:
         ("restart losses", ", ".join(f"{v:.2e}" for v in result.restart_losses)),
         ("restarts", f"{result.restart_mode}: " + ", ".join(result.restart_statuses)),
     ]
+    if result.server is not None:
+        s = result.server
+        rows += [("server", f"{s.spec} (level {int(s.assumption)})"),
+                 ("recovered >= 40 dB / >= 18 dB", f"{s.recovered_40:.1%} / {s.recovered_18:.1%}"),
+                 ("expected before the attack", "-" if s.expected_fraction is None else
+                  f"{s.expected_fraction:.1%} (all: {s.p_all:.2g})")]
     if result.privacy is not None:
         rows.append(("DP-SGD (epsilon, delta)", f"({result.privacy.epsilon:.3g}, {result.privacy.delta:g})"))
     if result.peak_memory_bytes is not None:
@@ -135,10 +141,11 @@ def registry_tables() -> None:
     from gradleak.defenses import DEFENSES
     from gradleak.metrics import METRICS
     from gradleak.models import MODELS
+    from gradleak.server import SERVERS
 
     registries = (("attacks", ATTACKS), ("label rules (--attack-opt label_rule=NAME)", LABEL_RULES),
                   ("defenses (--defense NAME:KEY=VALUE,...)", DEFENSES), ("models", MODELS), ("datasets", DATASETS),
-                  ("metrics", METRICS))
+                  ("metrics", METRICS), ("servers (--server NAME:KEY=VALUE,...)", SERVERS))
     for title, registry in registries:
         table = Table(title=title)
         table.add_column("name")

@@ -7,6 +7,7 @@ every setting (the CLI and YAML files only fill it); `run_audit` returns the typ
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from dataclasses import dataclass
@@ -27,7 +28,11 @@ from gradleak.records import (
     AuditResult,
     LabelKnowledge,
     Reconstruction,
+    ServerOutcome,
 )
+from gradleak.server import ServerModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,43 @@ def defense_seed_of(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
 
+def build_server(config: AuditConfig, case) -> ServerModel:
+    """The model the configured server sends, built from the case's model; a behaviour
+    that estimates from a public data set gets its images in the case's model space (the
+    case's own data set: its other split, never the client's)."""
+    behaviour = config.server_behaviour()
+    public = None
+    if behaviour.public_data is not None:
+        split = ("test" if config.split == "train" else "train") if behaviour.public_data == config.dataset else "train"
+        data = DataSource(behaviour.public_data, config.data_root, config.download, case.input_shape[1]).load(split)
+        if data.image_shape[1:] != case.input_shape[1:]:
+            data = data.resized(case.input_shape[1])
+        images = data.images
+        channels = case.input_shape[0]
+        if images.shape[1] != channels:  # gray repeated, colour averaged
+            images = (images if images.shape[1] == 1 else images.mean(1, keepdim=True)).expand(-1, channels, -1, -1)
+        public = case.normalization.normalize(images)
+    device = next((p.device for p in case.model.parameters()), torch.device("cpu"))
+    server = behaviour.build(case.model, case.input_shape, seed=config.seed,
+                             public=None if public is None else public.to(device))
+    expected = server.expected(config.batch_size if config.indices is None else len(config.indices))
+    if server.malicious:
+        log.info("server %s: expected to recover %s", server.spec,
+                 "no closed form" if expected is None else
+                 f"{expected.expected:.1f} of {expected.num_samples} ({expected.fraction:.1%}), all with "
+                 f"probability {expected.p_all:.2g}")
+    return server
+
+
+def server_outcome(server: ServerModel, psnr: tuple[float, ...]) -> ServerOutcome:
+    expected = server.expected(len(psnr))
+    return ServerOutcome(spec=server.spec, assumption=server.assumption,
+                         expected_fraction=None if expected is None else expected.fraction,
+                         p_all=None if expected is None else expected.p_all,
+                         recovered_40=sum(p >= 40 for p in psnr) / len(psnr),
+                         recovered_18=sum(p >= 18 for p in psnr) / len(psnr))
+
+
 def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> AuditRun:
     """Simulate the client, apply its defenses, attack its update, and measure the leak."""
     t0 = time.perf_counter()
@@ -81,11 +123,13 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     x = norm.normalize(images)
     t1 = time.perf_counter()
 
+    server = build_server(config, case)  # what the server sends; the client trains it unchanged
+    model = server.model
     training = config.training()
-    update = simulate_client(case.model, x, labels, training, model_mode=config.model_mode, seed=config.seed)
+    update = simulate_client(model, x, labels, training, model_mode=config.model_mode, seed=config.seed)
     defense = config.defense()
     defense_seed = defense_seed_of(config.seed)
-    client = ClientBatch(case.model, x, labels, training, config.model_mode, config.seed)
+    client = ClientBatch(model, x, labels, training, config.model_mode, config.seed)
     update = defense.transform(update, seed=defense_seed, client=client)
     t2 = time.perf_counter()
 
@@ -100,9 +144,10 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         bounds=norm.bounds(),
         defense=defense if config.knows_defense else None,
         defense_seed=defense_seed if config.knows_mask else None,
+        server=server.spec if server.malicious else None,
     )
     attack_seed = config.seed if config.attack_seed is None else config.attack_seed
-    recon = attack.reconstruct(case.model, update, knowledge, seed=attack_seed, callback=callback)
+    recon = attack.reconstruct(model, update, knowledge, seed=attack_seed, callback=callback)
     t3 = time.perf_counter()
 
     scored = score_reconstruction(recon, images, normalization=norm, true_labels=labels, metrics=config.metrics,
@@ -131,7 +176,8 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         defenses=update.defenses,
         privacy=update.privacy,
         gradient_mismatch=recon.gradient_mismatch,
-        notes=case.notes + recon.notes,
+        notes=case.notes + server.notes + recon.notes,
+        server=server_outcome(server, scored.metrics.psnr) if config.server is not None else None,
     )
     predicted = None if scored.predicted_labels is None else scored.predicted_labels.cpu()
     return AuditRun(result, images.cpu(), scored.reconstruction.cpu(), labels.cpu(), predicted, case.data.classes,

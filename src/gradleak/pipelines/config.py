@@ -33,6 +33,7 @@ from gradleak.devices import Speed, check_device_spec
 from gradleak.errors import GradleakError
 from gradleak.metrics import DEFAULT_METRICS, METRICS
 from gradleak.records import MODEL_MODES, LocalTraining, Protocol
+from gradleak.server import ServerBehaviour, parse_server
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class AuditConfig:
     device: str = "auto"  # auto (the first GPU, else MPS, else the CPU), cpu, cuda, cuda:N, mps
     tf32: bool = False  # TF32 products on GPUs that have them (faster; results differ from float32's)
     cudnn_benchmark: bool = False  # cuDNN picks algorithms per shape (faster; not bitwise reproducible)
+    server: str | None = None  # what the server sends ("imprint:bins=128", ...; None: the honest global model)
 
     def __post_init__(self) -> None:
         check_str("dataset", self.dataset)
@@ -112,6 +114,8 @@ class AuditConfig:
         self.training()  # lr, epochs, local batch size
         self.defense()  # parse the specs now: a typo fails before any work
         self.build_attack()  # the attack's options, likewise
+        check_optional_str("server", self.server)
+        self.server_behaviour()  # a server spec, likewise
         if self.knows_mask and not self.knows_defense:
             raise GradleakError("knows_mask needs knows_defense: the masks belong to a known defense")
         if self.knows_defense and not self.defenses:
@@ -143,6 +147,9 @@ class AuditConfig:
 
     def defense(self) -> Chain:
         return build_defense(self.defenses)
+
+    def server_behaviour(self) -> ServerBehaviour:
+        return parse_server(self.server or "honest")
 
     def build_attack(self) -> Attack:
         return ATTACKS.create(self.attack, self.attack_options)

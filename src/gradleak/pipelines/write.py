@@ -27,9 +27,25 @@ def audit_title(run: AuditRun) -> str:
             f"{s['model']}, {s['protocol']}: PSNR {result.metrics.psnr_mean:.1f} dB{ssim}")
 
 
+def unit_labels(run: AuditRun) -> list[str] | None:
+    """Per original, the bin or units its matched reconstruction was read from, when a
+    malicious server's read-out says ("bin 57", "unit 3,40", "-": none); else None."""
+    result = run.result
+    if result.server is None or not result.units:
+        return None
+    kind = "bin" if result.server.spec.startswith("imprint") else "unit"
+    out = []
+    for j in result.metrics.assignment:
+        units = result.units[j] if j < len(result.units) else ()
+        out.append(f"{kind} {','.join(map(str, units[:2]))}{'..' if len(units) > 2 else ''}" if units else "-")
+    return out
+
+
 def audit_grid_png(run: AuditRun, *, title: str | None = None) -> bytes:
-    """The reconstruction grid of an audit (originals, reconstructions, rescaled) as PNG bytes."""
-    return grid_png(run.original, run.reconstruction, psnr=list(run.result.metrics.psnr), title=title)
+    """The reconstruction grid of an audit (originals, reconstructions, rescaled) as PNG
+    bytes; a malicious server's read-out labels each column with its bin or units."""
+    return grid_png(run.original, run.reconstruction, psnr=list(run.result.metrics.psnr), title=title,
+                    labels=unit_labels(run))
 
 
 def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> Path:
@@ -49,4 +65,4 @@ def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> P
     return write_folder(out, fill)
 
 
-__all__ = ["audit_grid_png", "audit_title", "write_audit"]
+__all__ = ["audit_grid_png", "audit_title", "unit_labels", "write_audit"]

@@ -17,9 +17,15 @@ from gradleak.records.client import (
     check_model_mode,
 )
 from gradleak.records.knowledge import Assumption, AttackerKnowledge, LabelKnowledge
-from gradleak.records.results import AuditResult, ImageMetrics, Reconstruction, SampleCertificate
+from gradleak.records.results import (
+    AuditResult,
+    ImageMetrics,
+    Reconstruction,
+    SampleCertificate,
+    ServerOutcome,
+)
 from gradleak.records.verdict import LeakVerdict, Verdict
 
 __all__ = ["Assumption", "AttackerKnowledge", "AuditResult", "ClientUpdate", "ImageMetrics", "LOSSES", "LabelKnowledge", "LeakVerdict",
-           "LocalTraining", "MODEL_MODES", "PrivacySpent", "Protocol", "Reconstruction", "SampleCertificate", "Verdict", "check_loss",
+           "LocalTraining", "MODEL_MODES", "PrivacySpent", "Protocol", "Reconstruction", "SampleCertificate", "ServerOutcome", "Verdict", "check_loss",
            "check_model_mode"]

@@ -150,6 +150,25 @@ class ImageMetrics:
 
 
 @dataclass(frozen=True)
+class ServerOutcome:
+    """What a (malicious) server did in an audit and what it got: its spec, its threat
+    level, the expected recovered fraction before the attack (None: no closed form) and
+    P(all recovered), and the measured fractions of the batch at PSNR >= 40 and >= 18 dB
+    (after Hungarian matching)."""
+
+    spec: str
+    assumption: Assumption
+    expected_fraction: float | None
+    p_all: float | None
+    recovered_40: float
+    recovered_18: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spec": self.spec, "assumption_level": int(self.assumption), "expected_fraction": self.expected_fraction,
+                "p_all": self.p_all, "recovered_40": self.recovered_40, "recovered_18": self.recovered_18}
+
+
+@dataclass(frozen=True)
 class AuditResult:
     """One audited attack: settings, knowledge, metrics, timings, versions and seed."""
 
@@ -171,6 +190,7 @@ class AuditResult:
     privacy: PrivacySpent | None = None  # a DP-SGD client's (epsilon, delta) spent
     gradient_mismatch: float | None = None
     notes: tuple[str, ...] = ()
+    server: ServerOutcome | None = None  # set when the audit's server was not the default honest one
 
     @property
     def verdict(self) -> LeakVerdict:
@@ -202,4 +222,5 @@ class AuditResult:
             "settings": dict(self.settings),
             "seed": self.seed,
             "versions": dict(self.versions),
+            "server": None if self.server is None else self.server.to_json(),
         }

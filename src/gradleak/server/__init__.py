@@ -13,6 +13,7 @@ from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 from gradleak.server.base import Honest, ServerBehaviour, ServerModel, first_layer
 from gradleak.server.expectation import Expectation, expected_recovery
+from gradleak.server.fishing import Fishing
 from gradleak.server.imprint import Imprint, ImprintBlock, Imprinted
 from gradleak.server.trap import Trap, trap_expected
 
@@ -22,6 +23,8 @@ SERVERS.add("imprint", Imprint, "Robbing the Fed: a linear imprint block of k bi
             "(Fowl et al., ICLR 2022)")
 SERVERS.add("trap", Trap, "trap weights: first FC layer units that each fire for few inputs "
             "(Boenisch et al., EuroS&P 2023)")
+SERVERS.add("fishing", Fishing, "class fishing: a last layer that lets one target class's gradient through "
+            "(Wen et al., ICML 2022)")
 
 
 def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
@@ -55,5 +58,5 @@ def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
     return SERVERS.create(name.strip(), options)
 
 
-__all__ = ["Expectation", "Honest", "Imprint", "ImprintBlock", "Imprinted", "SERVERS", "ServerBehaviour",
+__all__ = ["Expectation", "Fishing", "Honest", "Imprint", "ImprintBlock", "Imprinted", "SERVERS", "ServerBehaviour",
            "ServerModel", "Trap", "expected_recovery", "first_layer", "parse_server", "trap_expected"]

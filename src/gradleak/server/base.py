@@ -81,6 +81,11 @@ class ServerBehaviour(ABC):
         params = ",".join(f"{k}={v}" for k, v in self.params().items() if v is not None)
         return f"{self.name}:{params}" if params else self.name
 
+    def expected(self, num_samples: int) -> Expectation | None:
+        """The recovery this behaviour expects for a batch of `num_samples`, known before it
+        builds anything (None: no closed form)."""
+        return None
+
     def build(self, model: nn.Module, input_shape: tuple[int, ...], *, seed: int = 0,
               public: torch.Tensor | None = None) -> ServerModel:
         """The model this server sends in place of `model` (not modified), for inputs of

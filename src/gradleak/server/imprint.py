@@ -32,35 +32,42 @@ from gradleak.devices import generator
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption
 from gradleak.server.base import ServerBehaviour, ServerModel
+from gradleak.server.expectation import Expectation, expected_recovery
 
 MEASUREMENTS = ("brightness", "random")
 ESTIMATES = ("quantiles", "gaussian")
-BACKS = ("shared", "per-bin")
+BACKS = ("shared", "per-bin", "fixed")
 FLOOR_STDS = 10.0  # the lowest threshold sits this many spreads below the data: every sample fires it
 
 
 class ImprintBlock(nn.Module):
-    """x + back(relu(bins(flatten(x)))), reshaped: the bins read, the back layer passes on.
+    """x + back(relu(bins(flatten(x)))), reshaped: the bins read, the back path passes on.
 
-    `shared`: the bins' outputs are summed before one back column (k -> 1 -> d), so every
-    bin unit of one sample gets the same loss gradient at every local step; otherwise
-    each bin has its own back column (k -> d, the paper's two linear layers), equal only
-    until the client's first step changes them.
+    `back` "shared": the bins' outputs are summed before one back column (k -> 1 -> d),
+    so every bin unit of one sample gets the same loss gradient at every local step;
+    "per-bin": each bin has its own back column (k -> d, the paper's two linear layers),
+    equal only until the client's first local step changes them; "fixed": the summed
+    bins times a fixed direction held as a buffer, which the client does not train.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], bins: int, shared: bool = True) -> None:
+    def __init__(self, input_shape: tuple[int, ...], bins: int, back: str = "shared") -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
-        self.shared = shared
+        self.mode = back
         size = math.prod(self.input_shape)
         self.bins = nn.Linear(size, bins)
-        self.back = nn.Linear(1 if shared else bins, size)
+        if back == "fixed":
+            self.back = None
+            self.register_buffer("direction", torch.zeros(size))
+        else:
+            self.back = nn.Linear(1 if back == "shared" else bins, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.bins(x.flatten(1)))
-        if self.shared:
+        if self.mode != "per-bin":
             h = h.sum(1, keepdim=True)
-        return x + self.back(h).reshape(x.shape)
+        out = h * self.direction if self.back is None else self.back(h)
+        return x + out.reshape(x.shape)
 
 
 class Imprinted(nn.Module):
@@ -111,8 +118,11 @@ def imprint_parameters(block: ImprintBlock, w: torch.Tensor, c: torch.Tensor, u:
     with torch.no_grad():
         block.bins.weight.copy_(gain * w.expand(k, -1))
         block.bins.bias.copy_(-gain * c.to(block.bins.bias))
-        block.back.weight.copy_((u * scale / (k * gain))[:, None].expand_as(block.back.weight))
-        block.back.bias.zero_()
+        if block.back is None:
+            block.direction.copy_(u * scale / (k * gain))
+        else:
+            block.back.weight.copy_((u * scale / (k * gain))[:, None].expand_as(block.back.weight))
+            block.back.bias.zero_()
 
 
 class Imprint(ServerBehaviour):
@@ -128,7 +138,10 @@ class Imprint(ServerBehaviour):
         loc, std: the assumed Gaussian when no public images are given.
         scale: size of the block's output added to the input (small: the model's function
             barely changes).
-        back: "shared" (bins summed, one back column) or "per-bin" (one column per bin).
+        back: "shared" (bins summed, one back column), "per-bin" (one column per bin, the
+            paper's), or "fixed" (bins summed, a fixed direction the client does not
+            train: under FedAvg the trained back column grows with the summed bins'
+            output, step after step, and drags the thresholds; a fixed one cannot).
         gain: the bin layer's weights and biases are `gain` times the measurement and
             thresholds (the back layer divides it out). A FedAvg delta is a difference of
             float32 weights, precise to about 6e-8 of the weights: a small gain makes the
@@ -156,6 +169,9 @@ class Imprint(ServerBehaviour):
         self.back = check_choice("back", back, BACKS)
         self.gain = check_positive_float("gain", gain)
 
+    def expected(self, num_samples: int) -> Expectation:
+        return expected_recovery(num_samples, self.bins)
+
     def _build(self, model, input_shape, *, seed, public) -> ServerModel:
         if self.public is not None and public is None:
             raise GradleakError(f"imprint server estimates its bins from data set {self.public!r}: pass its images "
@@ -172,7 +188,7 @@ class Imprint(ServerBehaviour):
         u = torch.randn(size, generator=gen, device=device)
         values = None if public is None else public.to(device, torch.float32).flatten(1) @ w
         c = thresholds(self.bins, values, self.estimate, self.loc, self.std)
-        block = ImprintBlock(input_shape, self.bins, shared=self.back == "shared").to(device, dtype)
+        block = ImprintBlock(input_shape, self.bins, self.back).to(device, dtype)
         imprint_parameters(block, w, c, u / u.norm(), self.scale, self.gain)
         source = "gaussian assumed" if public is None else f"{self.estimate} of {public.shape[0]} public images"
         return ServerModel(model=Imprinted(block, model), spec=self.spec(), assumption=Assumption.MALICIOUS,
