@@ -133,3 +133,13 @@ def test_metrics_match_and_score():
     assert token_accuracy([1, 2, 3, 4], [1, 2, 9]) == 0.5
     m = text_metrics([(5, 6), (7, 8)], [(7, 8)], lambda s: " ".join(f"w{t}" for t in s))
     assert m.assignment == (-1, 0) and m.values["exact"] == (0.0, 1.0) and m.mean("rouge1") == 0.5
+
+
+def test_dager_encoder_recovers_one_bert_sequence_and_its_label(corpus, tok):
+    model = bert_model(vocab_size=tok.vocab_size, num_classes=5, size="tiny", layers=3, seed=0, max_length=16)
+    batch = tok.batch(corpus.sentences[:1], max_length=12, task="classification", labels=[3])
+    rec = TEXT_ATTACKS.create("dager").reconstruct(model, text_update(model, batch))
+    assert rec.status == "ok" and rec.sequences == batch.sequences() and rec.labels == (3,)
+    two = bert_model(vocab_size=tok.vocab_size, num_classes=5, size="tiny", layers=2)
+    with pytest.raises(GradleakError, match="at least 3 layers"):
+        TEXT_ATTACKS.create("dager").reconstruct(two, text_update(two, batch))
