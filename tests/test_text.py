@@ -143,3 +143,22 @@ def test_dager_encoder_recovers_one_bert_sequence_and_its_label(corpus, tok):
     two = bert_model(vocab_size=tok.vocab_size, num_classes=5, size="tiny", layers=2)
     with pytest.raises(GradleakError, match="at least 3 layers"):
         TEXT_ATTACKS.create("dager").reconstruct(two, text_update(two, batch))
+
+
+def test_tag_matches_gradients_and_refuses_causal_lms(corpus, tok):
+    model = bert_model(vocab_size=tok.vocab_size, num_classes=3, size="tiny", layers=1, seed=0, max_length=8)
+    batch = tok.batch(corpus.sentences[:1], max_length=6, task="classification", labels=[2])
+    update = text_update(model, batch)
+    before = snapshot(model)
+    know = TextKnowledge(1, length=6)
+    first = TEXT_ATTACKS.create("tag", {"iterations": 1}).reconstruct(model, update, know, seed=1)
+    rec = TEXT_ATTACKS.create("tag", {"iterations": 15}).reconstruct(model, update, know, seed=1)
+    assert rec.loss < 0.5 * first.loss and rec.labels == (2,) and len(rec.sequences[0]) == 6
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    again = TEXT_ATTACKS.create("tag", {"iterations": 15}).reconstruct(model, update, know, seed=1)
+    assert again.sequences == rec.sequences
+    lm = gpt2_model(vocab_size=tok.vocab_size, size="tiny")
+    with pytest.raises(GradleakError, match="for a causal LM use dager"):
+        TEXT_ATTACKS.create("tag").reconstruct(lm, text_update(lm, tok.batch(["a b"])), TextKnowledge(1, length=3))
+    with pytest.raises(GradleakError, match="TextKnowledge.length"):
+        TEXT_ATTACKS.create("tag").reconstruct(model, update)
