@@ -162,3 +162,15 @@ def test_tag_matches_gradients_and_refuses_causal_lms(corpus, tok):
         TEXT_ATTACKS.create("tag").reconstruct(lm, text_update(lm, tok.batch(["a b"])), TextKnowledge(1, length=3))
     with pytest.raises(GradleakError, match="TextKnowledge.length"):
         TEXT_ATTACKS.create("tag").reconstruct(model, update)
+
+
+def test_cli_text_attack(capsys):
+    import json
+
+    from gradleak.cli.main import main
+
+    assert main(["text-attack", "-n", "2", "--max-length", "8", "--width", "64", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "ok" and out["metrics"]["exact"] == 1.0
+    assert main(["text-attack", "-a", "nope"]) == 2
+    assert "known text attacks: dager, tag" in capsys.readouterr().err
