@@ -174,3 +174,18 @@ def test_cli_text_attack(capsys):
     assert out["status"] == "ok" and out["metrics"]["exact"] == 1.0
     assert main(["text-attack", "-a", "nope"]) == 2
     assert "known text attacks: dager, tag" in capsys.readouterr().err
+
+
+def test_dager_reads_lora_adapter_updates_while_tokens_fit_the_rank(corpus, tok):
+    from gradleak.text.models import lora_model
+
+    base = gpt2_model(vocab_size=tok.vocab_size, size="tiny", seed=0, max_length=16)
+    batch = tok.batch(corpus.sentences[:1], max_length=6)  # 5 tokens reach the gradient
+    wide = lora_model(base, 16, seed=0)
+    update = text_update(wide, batch)
+    assert all("lora_" in n for n in update.names)  # adapters only
+    rec = TEXT_ATTACKS.create("dager").reconstruct(wide, update, TextKnowledge(1, end_token=EOS))
+    assert rec.status == "ok" and rec.sequences == batch.sequences()
+    narrow = lora_model(base, 4, seed=0)  # rank 4 < 5 tokens: the span is the whole adapter space
+    rec = TEXT_ATTACKS.create("dager", {"max_candidates": 2000}).reconstruct(narrow, text_update(narrow, batch))
+    assert rec.sequences != batch.sequences() and "full rank" in rec.notes[0]

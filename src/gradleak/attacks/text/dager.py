@@ -23,9 +23,13 @@ its input lies in that span (relative residual below `tol`).
    classifier reads only the first token's query, so its gradient spans only a few
    attention-weighted mixtures, not every token's input.
 The client's end token (knowledge.end_token), which never reaches the gradient, is
-appended to every recovered sequence. Refused: models other than transformers GPT-2/BERT,
-FedAvg updates, models of one layer, and updates without the projections' weight
-gradients (a LoRA update shares only the adapters: see README, Text).
+appended to every recovered sequence. LoRA (peft, adapter-only updates, GPT-2): the
+gradient of an adapter's B (out, r) in y = W x + B A x has rows spanned by the projected
+inputs A x_i, so the same tests run in the r-dimensional image of A (known to the server):
+they single tokens out only while the batch holds fewer tokens than the rank r (with B = 0
+at initialization, A's gradient is zero and B's is all there is). Refused: models other
+than transformers GPT-2/BERT, FedAvg updates, models of one layer, and updates without the
+projections' weight gradients.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from gradleak.attacks.text.base import TextAttack
 from gradleak.attacks.text.layers import (
     architecture,
     decoder_step,
+    lora_projection,
     projection_gradient,
     projection_inputs,
     projections,
+    unwrap,
 )
 from gradleak.checks import check_positive_float, check_positive_int
 from gradleak.errors import GradleakError
@@ -118,10 +124,11 @@ class Dager(TextAttack):
     def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: TextKnowledge, *,
                      seed: int) -> TextReconstruction:
         start = time.perf_counter()
+        model = unwrap(model)
         kind = architecture(model)
         if update.protocol is not Protocol.FEDSGD:
             raise GradleakError(f"dager reads FedSGD gradients, got a {update.protocol.value} update")
-        projs = projections(model)
+        projs = [lora_projection(update, p, model) for p in projections(model)]
         if len(projs) < 2:
             raise GradleakError(f"dager needs a model of at least 2 attention layers, got {len(projs)}")
         if kind == "encoder" and len(projs) < 3:
@@ -129,7 +136,7 @@ class Dager(TextAttack):
                                 f"spans only the first token's attention mixtures), got {len(projs)}")
         bases = [span_basis(projection_gradient(model, update, p), self.rank_tol, self.gap) for p in projs[:2]]
         ranks = tuple(int(b.shape[1]) for b in bases)
-        width = int(bases[0].shape[0])
+        width = int(bases[0].shape[0])  # the input width (LoRA: the adapter's rank)
         if ranks[0] == 0:
             return TextReconstruction((), time.perf_counter() - start, "failed", span_ranks=ranks,
                                       notes=("the first layer's gradient is zero",))
