@@ -189,3 +189,36 @@ def test_dager_reads_lora_adapter_updates_while_tokens_fit_the_rank(corpus, tok)
     narrow = lora_model(base, 4, seed=0)  # rank 4 < 5 tokens: the span is the whole adapter space
     rec = TEXT_ATTACKS.create("dager", {"max_candidates": 2000}).reconstruct(narrow, text_update(narrow, batch))
     assert rec.sequences != batch.sequences() and "full rank" in rec.notes[0]
+
+
+# every registered text attack, held to the shared invariants (the image registry's tests
+# in test_invariants.py build image problems, so the text registry has its own cases)
+TEXT_ATTACK_CASES = {
+    "dager": ("gpt2", {}),
+    "tag": ("bert", {"iterations": 2}),
+}
+
+
+def test_every_text_attack_has_a_case():
+    assert set(TEXT_ATTACK_CASES) == set(TEXT_ATTACKS.names())
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_ATTACK_CASES))
+def test_text_attack_invariants(name, corpus, tok):
+    kind, options = TEXT_ATTACK_CASES[name]
+    if kind == "gpt2":
+        model = gpt2_model(vocab_size=tok.vocab_size, size="tiny", seed=1, max_length=16)
+        batch = tok.batch(corpus.sentences[:2], max_length=6)
+    else:
+        model = bert_model(vocab_size=tok.vocab_size, num_classes=3, size="tiny", layers=3, seed=1, max_length=16)
+        batch = tok.batch(corpus.sentences[:1], max_length=6, task="classification", labels=[1])
+    update = text_update(model, batch)
+    before, tensors = snapshot(model), tuple(t.clone() for t in update.tensors)
+    know = TextKnowledge(batch.num_sequences, length=6)
+    a = TEXT_ATTACKS.create(name, options).reconstruct(model, update, know, seed=5)
+    b = TEXT_ATTACKS.create(name, options).reconstruct(model, update, know, seed=5)
+    assert a.sequences == b.sequences and a.sequences
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(x, y) for x, y in zip(update.tensors, tensors))
+    with pytest.raises(GradleakError, match="num_sequences"):
+        TEXT_ATTACKS.create(name, options).reconstruct(model, update, TextKnowledge(batch.num_sequences + 1, length=6))
