@@ -9,17 +9,17 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 pytest.importorskip("rouge_score")
 
-from gradleak.attacks.text import TEXT_ATTACKS  # noqa: E402
-from gradleak.attacks.text.dager import span_basis, span_residual  # noqa: E402
-from gradleak.attacks.text.layers import projection_gradient, projection_inputs, projections  # noqa: E402
-from gradleak.errors import GradleakError  # noqa: E402
-from gradleak.records import LocalTraining, Protocol  # noqa: E402
-from gradleak.text.client import text_update  # noqa: E402
-from gradleak.text.corpus import builtin_corpus, load_csv, load_lines  # noqa: E402
-from gradleak.text.metrics import text_metrics, token_accuracy  # noqa: E402
-from gradleak.text.models import bert_model, gpt2_model  # noqa: E402
-from gradleak.text.records import TextBatch, TextKnowledge  # noqa: E402
-from gradleak.text.tokenizer import EOS, train_tokenizer  # noqa: E402
+from gradleak.attacks.text import TEXT_ATTACKS
+from gradleak.attacks.text.dager import span_basis, span_residual
+from gradleak.attacks.text.layers import projection_gradient, projection_inputs, projections
+from gradleak.errors import GradleakError
+from gradleak.records import LocalTraining, Protocol
+from gradleak.text.client import text_update
+from gradleak.text.corpus import builtin_corpus, load_csv, load_lines
+from gradleak.text.metrics import text_metrics, token_accuracy
+from gradleak.text.models import bert_model, gpt2_model
+from gradleak.text.records import TextBatch, TextKnowledge
+from gradleak.text.tokenizer import EOS, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_span_test_rejects_a_token_not_in_the_batch(corpus, tok):
     res = span_residual(projection_inputs(model, proj, ids, torch.zeros_like(ids))[:, 0], basis)
     assert res[0] < 1e-4 and (res[1:] > 1e-2).all()
     # a perturbed gradient (its span no longer the inputs') accepts nothing: the test can fail
-    noisy = update.tensors[[i for i, n in enumerate(update.names) if n.endswith("h.0.attn.c_attn.weight")][0]]
+    noisy = update.tensors[next(i for i, n in enumerate(update.names) if n.endswith("h.0.attn.c_attn.weight"))]
     noisy_basis = span_basis(noisy.T + 1e-2 * noisy.abs().max() * torch.randn_like(noisy.T), 1e-5)
     assert noisy_basis.shape[1] == noisy_basis.shape[0]  # full rank: every token passes, none is singled out
 

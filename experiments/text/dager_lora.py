@@ -4,14 +4,17 @@ FedSGD. One JSON line per run:
     cd experiments/text && OMP_NUM_THREADS=1 PYTHONPATH=../../src nice -n 10 python dager_lora.py
 """
 import json
-import torch, sys
-from gradleak.text.corpus import builtin_corpus
-from gradleak.text.tokenizer import builtin_tokenizer, EOS
-from gradleak.text.models import gpt2_model, lora_model
-from gradleak.text.client import text_update
-from gradleak.text.records import TextKnowledge
-from gradleak.text.metrics import text_metrics
+
+import torch
+
 from gradleak.attacks.text import TEXT_ATTACKS
+from gradleak.text.client import text_update
+from gradleak.text.corpus import builtin_corpus
+from gradleak.text.metrics import text_metrics
+from gradleak.text.models import gpt2_model, lora_model
+from gradleak.text.records import TextKnowledge
+from gradleak.text.tokenizer import EOS, builtin_tokenizer
+
 torch.set_num_threads(1)
 c=builtin_corpus(); tok=builtin_tokenizer()
 base=gpt2_model(vocab_size=tok.vocab_size, seed=0)
@@ -22,4 +25,5 @@ for rank, n, L in [(8,1,6),(8,1,32),(64,1,32),(256,1,32),(256,8,32)]:
     r=TEXT_ATTACKS.create("dager",{"max_candidates":20000}).reconstruct(m,u,TextKnowledge(n,end_token=EOS))
     row = {"lora_rank": rank, "batch": n, "tokens": sum(b.lengths), "status": r.status, "ranks": list(r.span_ranks), **{k: round(v, 4) for k, v in text_metrics(b.sequences(), r.sequences, tok.decode).summary().items()}, "seconds": round(r.seconds, 1), "notes": list(r.notes)}
     print(json.dumps(row), flush=True)
-    open("dager_lora.jsonl", "a").write(json.dumps(row) + "\n")
+    with open("dager_lora.jsonl", "a") as out:
+        out.write(json.dumps(row) + "\n")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import torch
-
 from dager_gpt2 import batches
+
 from gradleak.attacks.text import TEXT_ATTACKS
 from gradleak.defenses import DEFENSES
 from gradleak.text.client import text_update

@@ -16,4 +16,4 @@ TEXT_ATTACKS.add("dager", Dager, "DAGER: exact batch recovery by span checks on 
 TEXT_ATTACKS.add("tag", Tag, "TAG: L2 + L1 gradient matching on continuous embeddings, nearest-token projection "
                  "(Deng et al. 2021)")
 
-__all__ = ["Dager", "TEXT_ATTACKS", "Tag", "TextAttack"]
+__all__ = ["TEXT_ATTACKS", "Dager", "Tag", "TextAttack"]

@@ -172,4 +172,4 @@ def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, t
     return (x if proj.lora_down is None else x @ proj.lora_down.T), (layer.keys, layer.values)
 
 
-__all__ = ["Projection", "decoder_step", "lora_projection", "unwrap", "SUPPORTED", "architecture", "projection_gradient", "projection_inputs", "projections"]
+__all__ = ["SUPPORTED", "Projection", "architecture", "decoder_step", "lora_projection", "projection_gradient", "projection_inputs", "projections", "unwrap"]
