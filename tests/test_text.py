@@ -173,7 +173,7 @@ def test_cli_text_attack(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "ok" and out["metrics"]["exact"] == 1.0
     assert main(["text-attack", "-a", "nope"]) == 2
-    assert "known text attacks: dager, tag" in capsys.readouterr().err
+    assert "known text attacks: dager, lamp, tag" in capsys.readouterr().err
 
 
 def test_dager_reads_lora_adapter_updates_while_tokens_fit_the_rank(corpus, tok):
@@ -196,6 +196,7 @@ def test_dager_reads_lora_adapter_updates_while_tokens_fit_the_rank(corpus, tok)
 TEXT_ATTACK_CASES = {
     "dager": ("gpt2", {}),
     "tag": ("bert", {"iterations": 2}),
+    "lamp": ("bert", {"iterations": 3, "every": 1, "candidates": 3}),
 }
 
 
@@ -222,3 +223,12 @@ def test_text_attack_invariants(name, corpus, tok):
     assert all(torch.equal(x, y) for x, y in zip(update.tensors, tensors))
     with pytest.raises(GradleakError, match="num_sequences"):
         TEXT_ATTACKS.create(name, options).reconstruct(model, update, TextKnowledge(batch.num_sequences + 1, length=6))
+
+
+def test_lamp_reorderings_are_permutations_that_keep_the_first_position():
+    from gradleak.attacks.text.lamp import reorderings
+
+    orders = reorderings(7, 30, torch.Generator().manual_seed(0))
+    assert torch.equal(orders[0], torch.arange(7)) and len(orders) == 30
+    assert all(sorted(o.tolist()) == list(range(7)) and o[0] == 0 for o in orders)
+    assert len({tuple(o.tolist()) for o in orders}) > 10

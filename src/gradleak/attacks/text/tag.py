@@ -87,7 +87,7 @@ class Tag(TextAttack):
         params = [p for _, p in named]
         opt = torch.optim.Adam([x], lr=self.lr)
         best, best_x = float("inf"), x.detach().clone()
-        for _ in range(self.iterations):
+        for it in range(self.iterations):
             opt.zero_grad()
             dummy = torch.autograd.grad(text_loss(model, template, inputs_embeds=x), params, create_graph=True,
                                         allow_unused=True)
@@ -95,11 +95,22 @@ class Tag(TextAttack):
             value = float(loss.detach())
             if value < best:
                 best, best_x = value, x.detach().clone()
-            loss.backward()
+            (loss + self._regularizer(x, emb)).backward()
             opt.step()
+            if self._discrete_step(it, model, template, params, observed, x, emb, gen):
+                opt = torch.optim.Adam([x], lr=self.lr)  # the moments belong to the old order
+                best, best_x = float("inf"), x.detach().clone()
         sequences = nearest_tokens(best_x, emb)
         return TextReconstruction(sequences, time.perf_counter() - start, "ok", labels=tuple(labels.tolist()),
                                   loss=best)
+
+
+    def _regularizer(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor | float:
+        return 0.0
+
+    def _discrete_step(self, it, model, template, params, observed, x, emb, gen) -> bool:
+        """Change `x` in place between continuous steps; True when it did (lamp)."""
+        return False
 
 
 def nearest_tokens(x: torch.Tensor, embeddings: torch.Tensor, skip: int = 1) -> tuple[tuple[int, ...], ...]:
