@@ -1,4 +1,4 @@
-"""DAGER on GPT-2-like causal LMs, FedSGD: batches of 1, 8 and 32 sentences of up to 32
+"""DAGER on GPT-2-like causal LMs (or, with --model bert, BERT-like classifiers), FedSGD: batches of 1, 8 and 32 sentences of up to 32
 tokens (31 + "<eos>") from the built-in corpus's test split; random initialization and after
 a short training on the train split. Writes one JSON line per batch to results.jsonl.
 
@@ -57,6 +57,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="dager_gpt2.jsonl")
     ap.add_argument("--model", default="gpt2", choices=["gpt2", "bert"])
+    ap.add_argument("--layers", type=int, default=None, help="default: 2 (gpt2), 3 (bert: dager needs 3)")
     ap.add_argument("--widths", default="256,768")
     ap.add_argument("--sizes", default="1,8,32")
     ap.add_argument("--count", type=int, default=2, help="batches per size")
@@ -67,13 +68,14 @@ def main():
     tok = builtin_tokenizer()
     train_part, test_part = builtin_corpus().split(0.2, seed=0)
     task = "causal-lm" if args.model == "gpt2" else "classification"
+    layers = args.layers or (2 if args.model == "gpt2" else 3)
     attack = TEXT_ATTACKS.create("dager", {"max_candidates": args.max_candidates})
     with open(args.out, "a") as out:
         for width in [int(w) for w in args.widths.split(",")]:
             if args.model == "gpt2":
-                base = gpt2_model(vocab_size=tok.vocab_size, layers=2, width=width, heads=4, seed=0)
+                base = gpt2_model(vocab_size=tok.vocab_size, layers=layers, width=width, heads=4, seed=0)
             else:
-                base = bert_model(vocab_size=tok.vocab_size, num_classes=len(train_part.classes), layers=2,
+                base = bert_model(vocab_size=tok.vocab_size, num_classes=len(train_part.classes), layers=layers,
                                   width=width, heads=4, seed=0)
             t0 = time.perf_counter()
             trained, losses = train(base, tok, train_part, args.train_steps, task)
@@ -85,7 +87,7 @@ def main():
                         end = EOS if task == "causal-lm" else None
                         rec = attack.reconstruct(model, update, TextKnowledge(size, end_token=end))
                         m = text_metrics(batch.sequences(), rec.sequences, tok.decode)
-                        row = {"model": args.model, "layers": 2, "width": width, "state": state, "batch": size,
+                        row = {"model": args.model, "layers": layers, "width": width, "state": state, "batch": size,
                                "index": i, "tokens": sum(batch.lengths), "status": rec.status,
                                "recovered": len(rec.sequences), "seconds": round(rec.seconds, 2),
                                "ranks": list(rec.span_ranks), **{k: round(v, 4) for k, v in m.summary().items()},

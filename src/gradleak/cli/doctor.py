@@ -11,7 +11,8 @@ OPTIONAL = (("flwr", "Flower audits and federations (pip install -e '.[flower]')
             ("ray", "sweeps on a Ray cluster (pip install -e '.[ray]')"),
             ("opacus", "the dpsgd training defense"),
             ("cma", "gradient-free latent search"),
-            ("transformers", "text models"), ("tokenizers", "text tokenizers"), ("peft", "LoRA clients"))
+            ("transformers", "text models (pip install -e '.[text]')"), ("tokenizers", "text tokenizers"),
+            ("peft", "LoRA clients"), ("rouge-score", "text ROUGE metrics"))
 WEIGHTS = (("lpips", "alex", "standard"), ("lpips-vgg", "vgg", "standard"),
            ("stlpips", "alex", "shift-tolerant"), ("stlpips-vgg", "vgg", "shift-tolerant"))
 

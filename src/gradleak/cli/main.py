@@ -1,4 +1,5 @@
-"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep`, `report`, `flower`, `igsa`, `doctor`.
+"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep`, `report`, `flower`, `igsa`, `doctor`,
+`text-attack`.
 
 One module per command, each with `add_parser(sub)`; parsing (flags and YAML) happens in
 `gradleak.cli` and only there, the library receives typed configs. User mistakes print
@@ -21,10 +22,11 @@ from gradleak.cli.registries import add_parser as registries
 from gradleak.cli.report import add_parser as report
 from gradleak.cli.rgap import add_parser as rgap
 from gradleak.cli.sweep import add_parser as sweep
+from gradleak.cli.text import add_parser as text_attack
 from gradleak.cli.utility import add_parser as utility
 from gradleak.errors import GradleakError
 
-COMMANDS = (attack, registries, rank, rgap, utility, sweep, report, flower, igsa, doctor)  # in `gradleak --help` order
+COMMANDS = (attack, registries, rank, rgap, utility, sweep, report, flower, igsa, doctor, text_attack)  # in `gradleak --help` order
 
 EXIT_USER_ERROR = 2
 

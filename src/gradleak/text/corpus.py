@@ -47,16 +47,16 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.sentences)
 
-    def subset(self, indices) -> "Corpus":
+    def subset(self, indices) -> Corpus:
         idx = [int(i) for i in indices]
         return Corpus(tuple(self.sentences[i] for i in idx), tuple(self.labels[i] for i in idx), self.classes,
                       self.source)
 
-    def split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple["Corpus", "Corpus"]:
+    def split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple[Corpus, Corpus]:
         """(train, test): a seeded permutation, the first `test_fraction` of it the test part."""
         check_fraction("test_fraction", test_fraction, high_open=True)
         perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(check_seed(seed))).tolist()
-        n_test = max(1, int(round(test_fraction * len(self))))
+        n_test = max(1, round(test_fraction * len(self)))
         return self.subset(sorted(perm[n_test:])), self.subset(sorted(perm[:n_test]))
 
 
@@ -89,7 +89,6 @@ def sentences_of(text: str, min_words: int = 4, max_words: int = 60) -> list[str
 def builtin_corpus() -> Corpus:
     """The Python language reference's sentences, labelled by topic (see the module docstring)."""
     import sys
-
     from pydoc_data.topics import topics
 
     classes = tuple(sorted(topics))

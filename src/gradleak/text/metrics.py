@@ -10,8 +10,8 @@ positions holding the same token id in the reconstruction.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment

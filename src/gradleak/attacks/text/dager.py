@@ -18,11 +18,18 @@ its input lies in that span (relative residual below `tol`).
    Encoder (BERT-like, bidirectional): the layer-2 inputs depend on the whole sequence, so
    whole candidate sequences are tested: for each length, sequences built from the sets C_p
    are searched (exhaustively while the product of the set sizes is under `max_candidates`,
-   else by coordinate search from the most likely token per position).
+   which is exact; else by a seeded coordinate search under a time budget, a heuristic
+   that may miss sequences). The encoder needs at least 3 layers: the last layer of a
+   classifier reads only the first token's query, so its gradient spans only a few
+   attention-weighted mixtures, not every token's input.
 The client's end token (knowledge.end_token), which never reaches the gradient, is
-appended to every recovered sequence. Refused: models other than transformers GPT-2/BERT,
-FedAvg updates, models of one layer, and updates without the projections' weight
-gradients (a LoRA update shares only the adapters: see README, Text).
+appended to every recovered sequence. LoRA (peft, adapter-only updates, GPT-2): the
+gradient of an adapter's B (out, r) in y = W x + B A x has rows spanned by the projected
+inputs A x_i, so the same tests run in the r-dimensional image of A (known to the server):
+they single tokens out only while the batch holds fewer tokens than the rank r (with B = 0
+at initialization, A's gradient is zero and B's is all there is). Refused: models other
+than transformers GPT-2/BERT, FedAvg updates, models of one layer, and updates without the
+projections' weight gradients.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ from gradleak.attacks.text.base import TextAttack
 from gradleak.attacks.text.layers import (
     architecture,
     decoder_step,
+    lora_projection,
     projection_gradient,
     projection_inputs,
     projections,
+    unwrap,
 )
 from gradleak.checks import check_positive_float, check_positive_int
 from gradleak.errors import GradleakError
@@ -75,18 +84,32 @@ def span_residual(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (x - (x @ basis) @ basis.T).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-30)
 
 
+def class_labels(update: ClientUpdate) -> tuple[int, ...] | None:
+    """A classifier's labels from its output bias gradient (mean of softmax - one-hot over
+    the batch): the classes whose entry is negative, each once (iDLG's rule, exact for
+    one sequence; a batch may hide a label whose negative part other sequences' softmax
+    mass outweighs). None without a `classifier.bias` gradient."""
+    grads = update.as_mapping()
+    name = next((n for n in grads if n.endswith("classifier.bias")), None)
+    if name is None:
+        return None
+    return tuple(int(i) for i in torch.nonzero(grads[name] < 0).flatten())
+
+
 class Dager(TextAttack):
     """DAGER (Petrov et al., NeurIPS 2024): exact batch recovery by span checks.
 
     Args: tol (relative residual accepting a candidate at layer 1), tol2 (at layer 2),
     rank_tol and gap (how the span's rank is read, see `span_basis`), max_length (positions
-    tried), max_candidates (sequences tested per step/search before giving up: "partial").
+    tried), max_candidates (sequences tested per step/search before giving up: "partial");
+    encoder only: restarts, sweeps and max_seconds of the coordinate search.
     """
 
     name = "dager"
 
     def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, rank_tol: float = 1e-6, gap: float = 20.0,
-                 max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048) -> None:
+                 max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048, restarts: int = 2,
+                 sweeps: int = 2, max_seconds: float = 60.0) -> None:
         self.tol = check_positive_float("tol", tol)
         self.tol2 = check_positive_float("tol2", tol2)
         self.rank_tol = check_positive_float("rank_tol", rank_tol)
@@ -94,19 +117,26 @@ class Dager(TextAttack):
         self.max_length = check_positive_int("max_length", max_length)
         self.max_candidates = check_positive_int("max_candidates", max_candidates)
         self.chunk = check_positive_int("chunk", chunk)
+        self.restarts = check_positive_int("restarts", restarts)
+        self.sweeps = check_positive_int("sweeps", sweeps)
+        self.max_seconds = check_positive_float("max_seconds", max_seconds)
 
     def _reconstruct(self, model: nn.Module, update: ClientUpdate, knowledge: TextKnowledge, *,
                      seed: int) -> TextReconstruction:
         start = time.perf_counter()
+        model = unwrap(model)
         kind = architecture(model)
         if update.protocol is not Protocol.FEDSGD:
             raise GradleakError(f"dager reads FedSGD gradients, got a {update.protocol.value} update")
-        projs = projections(model)
+        projs = [lora_projection(update, p, model) for p in projections(model)]
         if len(projs) < 2:
             raise GradleakError(f"dager needs a model of at least 2 attention layers, got {len(projs)}")
+        if kind == "encoder" and len(projs) < 3:
+            raise GradleakError(f"dager on an encoder classifier needs at least 3 layers (the last layer's gradient "
+                                f"spans only the first token's attention mixtures), got {len(projs)}")
         bases = [span_basis(projection_gradient(model, update, p), self.rank_tol, self.gap) for p in projs[:2]]
         ranks = tuple(int(b.shape[1]) for b in bases)
-        width = int(bases[0].shape[0])
+        width = int(bases[0].shape[0])  # the input width (LoRA: the adapter's rank)
         if ranks[0] == 0:
             return TextReconstruction((), time.perf_counter() - start, "failed", span_ranks=ranks,
                                       notes=("the first layer's gradient is zero",))
@@ -122,14 +152,16 @@ class Dager(TextAttack):
         if kind == "decoder":
             sequences, complete = self._grow(model, projs[1], bases[1], sets)
         else:
-            sequences, complete = self._search(model, projs[1], bases[1], sets)
+            sequences, complete = self._search(model, projs[1], bases[1], sets, seed)
         if not complete:
-            notes.append(f"stopped at max_candidates={self.max_candidates}")
+            notes.append(f"stopped at max_candidates={self.max_candidates}" if kind == "decoder" else
+                         f"encoder search beyond max_candidates={self.max_candidates}: coordinate search "
+                         f"(heuristic, max_seconds={self.max_seconds:g})")
         if knowledge.end_token is not None:
             sequences = [s + (knowledge.end_token,) for s in sequences]
         status = "ok" if complete and sequences else ("partial" if sequences else "failed")
         return TextReconstruction(tuple(sequences), time.perf_counter() - start, status, span_ranks=ranks,
-                                  notes=tuple(notes))
+                                  labels=class_labels(update), notes=tuple(notes))
 
     def _position_sets(self, model, proj, basis, limit: int) -> list[list[int]]:
         """C_p for p = 0, 1, ... until a position where no token passes."""
@@ -184,22 +216,41 @@ class Dager(TextAttack):
                 break
         return finished + prefixes, True
 
-    def _search(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
-        """Encoder: test whole sequences of every length built from the position sets."""
+    def _search(self, model, proj, basis, sets, seed: int) -> tuple[list[tuple[int, ...]], bool]:
+        """Encoder: test whole sequences of every length built from the position sets:
+        all of them while their number is under `max_candidates`, else a seeded coordinate
+        search (`restarts` starts, `sweeps` passes, each position set to the token that
+        minimizes the sequence's worst layer-2 residual), keeping what passes, until
+        `max_seconds` have passed (a heuristic: it may miss sequences)."""
         found: list[tuple[int, ...]] = []
         complete = True
-        for length in range(1, len(sets) + 1):
+        gen = torch.Generator().manual_seed(seed)
+        deadline = time.perf_counter() + self.max_seconds
+        for length in range(len(sets), 0, -1):
             pools = sets[:length]
             total = 1
             for pool in pools:
                 total *= len(pool)
-            if total > self.max_candidates:
-                complete = False
+            if total <= self.max_candidates:
+                cands = list(itertools.product(*pools))
+                res = self._layer2_residual(model, proj, basis, torch.tensor(cands, device=basis.device), False)
+                found += [c for c, r in zip(cands, res.tolist()) if r < self.tol2]
                 continue
-            cands = list(itertools.product(*pools))
-            res = self._layer2_residual(model, proj, basis, torch.tensor(cands, device=basis.device), False)
-            found += [c for c, r in zip(cands, res.tolist()) if r < self.tol2]
+            complete = False
+            for _ in range(self.restarts):
+                if time.perf_counter() > deadline:
+                    return found, False
+                seq = [pool[int(torch.randint(len(pool), (1,), generator=gen))] for pool in pools]
+                for _ in range(self.sweeps):
+                    for p, pool in enumerate(pools):
+                        cands = torch.tensor([seq[:p] + [t] + seq[p + 1:] for t in pool], device=basis.device)
+                        res = self._layer2_residual(model, proj, basis, cands, False)
+                        seq[p] = pool[int(res.argmin())]
+                    if float(res.min()) < self.tol2:
+                        break
+                if float(res.min()) < self.tol2 and tuple(seq) not in found:
+                    found.append(tuple(seq))
         return found, complete
 
 
-__all__ = ["Dager", "span_basis", "span_residual"]
+__all__ = ["Dager", "class_labels", "span_basis", "span_residual"]

@@ -31,6 +31,12 @@ class Projection:
 
     paths: tuple[str, ...]
     transposed: bool  # Conv1D: weight (in, out)
+    lora_down: torch.Tensor | None = None  # LoRA: the adapter's A (r, d); the span lives in A's image
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (the same modules, adapters included)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def architecture(model: nn.Module) -> str:
@@ -60,16 +66,39 @@ def projections(model: nn.Module) -> list[Projection]:
     return out
 
 
-def projection_gradient(model: nn.Module, update: ClientUpdate, proj: Projection) -> torch.Tensor:
-    """The projection's weight gradient as (outputs, d): rows in the span of its inputs."""
+def lora_projection(update: ClientUpdate, proj: Projection, model: nn.Module) -> Projection:
+    """`proj` read through its LoRA adapter when the update shares only adapters: the
+    gradient of B (out, r) at y = B A x has rows spanned by the projected inputs A x_i."""
     grads = update.as_mapping()
+    if any(n.endswith(f"{proj.paths[0]}.weight") and "base_layer" not in n for n in grads):
+        return proj
+    downs = [n for n, _ in unwrap(model).named_parameters() if n.endswith(f"{proj.paths[0]}.lora_A.default.weight")]
+    if not downs or len(proj.paths) != 1:
+        return proj  # projection_gradient names what is missing
+    return Projection(proj.paths, False, dict(unwrap(model).named_parameters())[downs[0]].detach())
+
+
+def _gradient(grads: dict, suffix: str) -> torch.Tensor | None:
+    found = [g for n, g in grads.items() if n.endswith(suffix) and "base_layer" not in n]
+    return found[0] if len(found) == 1 else None
+
+
+def projection_gradient(model: nn.Module, update: ClientUpdate, proj: Projection) -> torch.Tensor:
+    """The projection's weight gradient as (outputs, d): rows in the span of its inputs
+    (for a LoRA projection: B's gradient (outputs, r), rows in the span of A x_i)."""
+    grads = update.as_mapping()
+    if proj.lora_down is not None:
+        g = _gradient(grads, f"{proj.paths[0]}.lora_B.default.weight")
+        if g is None:
+            raise GradleakError(f"the update has no LoRA gradient for {proj.paths[0]!r}")
+        return g
     parts = []
     for path in proj.paths:
         name = f"{path}.weight"
-        if name not in grads:
+        g = _gradient(grads, name)
+        if g is None:
             raise GradleakError(f"the update has no gradient {name!r}, which this attack reads (a LoRA update "
                                 f"shares only adapters; see `dager`'s docstring)")
-        g = grads[name]
         parts.append(g.T if proj.transposed else g)
     return torch.cat(parts, 0)
 
@@ -103,7 +132,7 @@ def projection_inputs(model: nn.Module, proj: Projection, input_ids: torch.Tenso
         handle.remove()
     if "x" not in store:
         raise GradleakError(f"the forward pass never reached {proj.paths[0]!r}")
-    return store["x"]
+    return store["x"] if proj.lora_down is None else store["x"] @ proj.lora_down.T
 
 
 def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, torch.Tensor] | None,
@@ -139,7 +168,8 @@ def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, t
     finally:
         handle.remove()
     layer = cache.layers[0]
-    return store["x"][:, -1], (layer.keys, layer.values)
+    x = store["x"][:, -1]
+    return (x if proj.lora_down is None else x @ proj.lora_down.T), (layer.keys, layer.values)
 
 
-__all__ = ["Projection", "decoder_step", "SUPPORTED", "architecture", "projection_gradient", "projection_inputs", "projections"]
+__all__ = ["SUPPORTED", "Projection", "architecture", "decoder_step", "lora_projection", "projection_gradient", "projection_inputs", "projections", "unwrap"]
