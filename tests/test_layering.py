@@ -26,6 +26,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("gradleak.models",),
     ("gradleak.data",),
     ("gradleak.metrics",),
+    ("gradleak.generators",),
     ("gradleak.defenses",),
     ("gradleak.attacks",),
     ("gradleak.analysis",),
