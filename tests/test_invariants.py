@@ -75,6 +75,13 @@ def _chain():  # a bias-free LeakyReLU chain, R-GAP's kind of network
                          nn.Linear(256, 4, bias=False))
 
 
+def _latent_generator():  # a tiny DCGAN making the 3x8x8 images the cases attack
+    from gradleak.generators import DCGANGenerator
+
+    torch.manual_seed(5)
+    return DCGANGenerator(latent_dim=4, image_size=8, channels=3, width=4).eval()
+
+
 # name -> (model, tiny options); must name every registered attack
 ATTACK_CASES = {
     "dlg": (_conv, {"iterations": 3, "restarts": 2}),
@@ -86,6 +93,8 @@ ATTACK_CASES = {
     "cosine": (_conv, {"iterations": 4}),
     "analytic-fc": (_fc, {}),
     "rgap": (_chain, {}),
+    "gias": (_conv, {"generator": _latent_generator(), "latent_iterations": 3, "generator_iterations": 2,
+                     "restarts": 2}),
 }
 
 

@@ -9,6 +9,7 @@ from gradleak.attacks.base import Attack, OptimizationAttack, Progress, Progress
 from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dlg import DLG
+from gradleak.attacks.gias import GIAS
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.rgap import RGAP
@@ -24,7 +25,9 @@ ATTACKS.add("bayes", Bayes, "Bayes-optimal: the known defense's p(g|x) + TV/rang
 ATTACKS.add("l2", L2Matching, "the Bayes paper's L2 baseline: squared distance + the same prior and optimizer")
 ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance + the same prior and optimizer")
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
+ATTACKS.add("gias", GIAS, "GIAS: latent search in a generator, then its weights near the pretrained ones "
+            "(Jeon et al. 2021)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "GIAS", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
            "ProgressCallback", "RGAP"]
