@@ -95,6 +95,7 @@ ATTACK_CASES = {
     "rgap": (_chain, {}),
     "gias": (_conv, {"generator": _latent_generator(), "latent_iterations": 3, "generator_iterations": 2,
                      "restarts": 2}),
+    "ggl": (_conv, {"generator": _latent_generator(), "budget": 12, "restarts": 2}),
 }
 
 

@@ -9,6 +9,7 @@ from gradleak.attacks.base import Attack, OptimizationAttack, Progress, Progress
 from gradleak.attacks.baselines import CosineMatching, L1Matching, L2Matching
 from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dlg import DLG
+from gradleak.attacks.ggl import GGL
 from gradleak.attacks.gias import GIAS
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
@@ -27,7 +28,9 @@ ATTACKS.add("l1", L1Matching, "the Bayes paper's L1 baseline: absolute distance 
 ATTACKS.add("cosine", CosineMatching, "the Bayes paper's cosine baseline: 1 - cosine + the same prior and optimizer")
 ATTACKS.add("gias", GIAS, "GIAS: latent search in a generator, then its weights near the pretrained ones "
             "(Jeon et al. 2021)")
+ATTACKS.add("ggl", GGL, "GGL: CMA-ES over a generator's latents, the known defense inside the loop "
+            "(Li et al. 2022)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 
-__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "GIAS", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
+__all__ = ["ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "GGL", "GIAS", "L1Matching", "L2Matching", "IDLG", "InvertingGradients", "OptimizationAttack", "Progress",
            "ProgressCallback", "RGAP"]
