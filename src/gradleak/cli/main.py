@@ -1,4 +1,4 @@
-"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep`, `report`, `flower`, `igsa`, `doctor`.
+"""Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep`, `report`, `flower`, `igsa`, `doctor`, `generator`.
 
 One module per command, each with `add_parser(sub)`; parsing (flags and YAML) happens in
 `gradleak.cli` and only there, the library receives typed configs. User mistakes print
@@ -15,6 +15,7 @@ from typing import Sequence
 from gradleak.cli.attack import add_parser as attack
 from gradleak.cli.doctor import add_parser as doctor
 from gradleak.cli.flower import add_parser as flower
+from gradleak.cli.generator import add_parser as generator
 from gradleak.cli.igsa import add_parser as igsa
 from gradleak.cli.rank import add_parser as rank
 from gradleak.cli.registries import add_parser as registries
@@ -24,7 +25,7 @@ from gradleak.cli.sweep import add_parser as sweep
 from gradleak.cli.utility import add_parser as utility
 from gradleak.errors import GradleakError
 
-COMMANDS = (attack, registries, rank, rgap, utility, sweep, report, flower, igsa, doctor)  # in `gradleak --help` order
+COMMANDS = (attack, registries, rank, rgap, utility, sweep, report, flower, igsa, doctor, generator)  # in `gradleak --help` order
 
 EXIT_USER_ERROR = 2
 
