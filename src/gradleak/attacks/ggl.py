@@ -150,13 +150,20 @@ class GGL(OptimizationAttack):
                 es = cma.CMAEvolutionStrategy(x0, self.sigma, options)
                 while not es.stop() and evals < self.budget:
                     candidates = es.ask()
-                    values = [objective(c) for c in candidates]
-                    es.tell(candidates, values)
+                    values = []
+                    for c in candidates:  # the budget is checked per evaluation: a generation can be long
+                        values.append(objective(c))
+                        if deadline.passed():
+                            break
                     evals += len(values)
                     i = int(np.argmin(values))
                     if values[i] < best:
                         best, best_z = values[i], np.array(candidates[i])
                     history.append(best)
+                    if len(values) < len(candidates):  # cut short by the budget: nothing to tell
+                        status = "budget"
+                        break
+                    es.tell(candidates, values)
                     if on_step(evals, r, best, 1, view.data(torch.as_tensor(best_z, dtype=torch.float32,
                                                                             device=device)[None])[0]):
                         status = "stopped"
