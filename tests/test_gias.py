@@ -86,3 +86,22 @@ def test_takes_a_checkpoint_and_refuses_a_generator_of_the_wrong_shape(tmp_path)
         ATTACKS.create("gias", {"generator": wrong, "latent_iterations": 2}).reconstruct(model, update, knowledge)
     with pytest.raises(GradleakError, match="generator"):
         ATTACKS.create("gias", {"generator": "missing.pt"})
+
+
+def test_takes_a_users_generator_from_a_python_file(tmp_path):
+    _, model, update, knowledge, _ = problem(1)
+    (tmp_path / "mine.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class G(nn.Module):\n"
+        "    latent_dim = 3\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(3, 64)\n"
+        "    def forward(self, z):\n"
+        "        return torch.sigmoid(self.fc(z)).reshape(-1, 1, 8, 8)\n"
+        "def make():\n"
+        "    return G()\n")
+    result = ATTACKS.create("gias", {"generator": f"{tmp_path / 'mine.py'}:make", "latent_iterations": 3,
+                                     "generator_iterations": 1, "restarts": 1}).reconstruct(model, update, knowledge)
+    assert result.data.shape == (1, 1, 8, 8)

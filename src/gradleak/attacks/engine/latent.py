@@ -3,7 +3,9 @@ the map from its pixels to the model's input space, and a view that decodes late
 
 A generator is any `nn.Module` mapping latents (N, latent_dim) to images (N, *input_shape)
 in [0, 1] pixel space, or the path of a checkpoint written by
-`gradleak.generators.save_generator`. Pixels reach the model's input space through the
+`gradleak.generators.save_generator`, or "FILE.py:FACTORY" whose FACTORY() returns the
+module (the model-file mechanism; the CLI's `--attack-opt generator=...` takes all three
+spellings but a module). Pixels reach the model's input space through the
 attacker's box (`AttackerKnowledge.bounds`: model-space values of pixels 0 and 1); with
 no box the model is taken to read pixels as they are.
 """
@@ -23,7 +25,14 @@ GeneratorSpec = "nn.Module | str | Path"
 
 
 def generator_argument(generator: object, latent_dim: object) -> tuple[nn.Module | Path, int | None]:
-    """Check the attack's `generator` and `latent_dim` arguments (a path is loaded later)."""
+    """Check the attack's `generator` and `latent_dim` arguments (a path is loaded later);
+    "FILE.py:FACTORY" (the model-file mechanism) calls FACTORY() for the user's module."""
+    if isinstance(generator, str) and ".py:" in generator:
+        from gradleak.models.build import resolve
+
+        generator = resolve(generator)[1]()
+        if not isinstance(generator, nn.Module):
+            raise GradleakError(f"generator factory must return an nn.Module, got {type(generator).__name__}")
     if isinstance(generator, (str, Path)):
         generator = Path(generator).expanduser()
         if not generator.is_file():
