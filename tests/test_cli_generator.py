@@ -39,6 +39,16 @@ def test_generator_train_writes_a_checkpoint_that_round_trips(tmp_path):
     result = ATTACKS.create("ggl", {"generator": str(out / "generator.pt"), "budget": 10}).reconstruct(
         model, update, knowledge)
     assert result.data.shape == (1, 1, 8, 8)
+    # and `gradleak attack` reports the generator's nearest training image beside the reconstruction
+    report = tmp_path / "attack"
+    code = main(["attack", "-a", "ggl", "-d", "digits", "--split", "test", "--image-size", "8", "-m", "mlp",
+                 "--attack-opt", f"generator={out / 'generator.pt'}", "--attack-opt", "budget=10", "--device", "cpu",
+                 "-q", "-o", str(report)])
+    assert code == 0
+    evidence = json.loads((report / "latent_evidence.json").read_text())
+    assert evidence["training_data"]["classes"] == [0, 1] and len(evidence["nearest_training"]["nearest"]) == 1
+    assert evidence["client"]["identified"] == [True]  # one image in the batch: trivially itself
+    assert (report / "nearest_training.png").is_file()
 
 
 def test_bad_classes_exit_2(tmp_path, capsys):

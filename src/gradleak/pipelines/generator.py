@@ -97,3 +97,28 @@ def run_generator(config: GeneratorRunConfig, out: Path, *, on_epoch: EpochCallb
               "quality": None if quality is None else quality.to_json()}
     atomic_write_text(out / "quality.json", json.dumps(report, indent=2))
     return GeneratorRun(trained, quality, checkpoint, grid, int(images.shape[0]))
+
+
+def latent_report(run) -> tuple[dict, torch.Tensor] | None:
+    """For an audit whose attack ran with a generator checkpoint (`generator=PATH`): the
+    evidence (`latent_evidence`: nearest generator training image, identification among the
+    client's batch) as JSON, and a figure (rows: original, reconstruction, nearest training
+    image) as one (C, 3H, N*W) image. None for other attacks or generators."""
+    from gradleak.generators.checkpoint import read_checkpoint
+    from gradleak.generators.quality import latent_evidence
+
+    path = dict(run.result.settings.get("attack_options") or {}).get("generator")
+    if not isinstance(path, str) or not path.endswith(".pt") or not Path(path).is_file():
+        return None
+    data = read_checkpoint(path)["data"]
+    if not data.get("dataset"):
+        return None
+    train = load_dataset(data["dataset"], run.result.settings.get("data_root"), split=data.get("split", "train"),
+                         image_size=data.get("image_size"))
+    images, _ = class_subset(train, tuple(data["classes"]) if data.get("classes") is not None else None)
+    n = run.reconstruction.shape[0]
+    evidence = latent_evidence(run.reconstruction, images, run.original, true_index=list(range(n)))
+    nearest = images[list(evidence.nearest_training.nearest)]
+    figure = torch.cat([torch.cat(list(rows.clamp(0, 1)), dim=2)
+                        for rows in (run.original, run.reconstruction, nearest)], dim=1)
+    return {"generator": path, "training_data": data, **evidence.to_json()}, figure
