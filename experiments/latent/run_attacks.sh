@@ -12,3 +12,6 @@ $A --setting in --batch 1 --defense topk:keep=0.1 --attacks ggl ig bayes
 while [ ! -f experiments/latent/generators/digits-0-4/generator.pt ]; do sleep 20; done
 $A --setting ood-digits --batch 1 4
 $A --setting in-0-4 --batch 1 4 --attacks gias ggl
+# added after the first pass: batch 8 in distribution, and signSGD
+$A --setting in --batch 8
+$A --setting in --batch 1 --defense signsgd --attacks ggl ig bayes
