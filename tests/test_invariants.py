@@ -91,6 +91,11 @@ def _fished():  # a malicious server's class fishing on the tiny LeNet's last la
     from gradleak.server import parse_server
 
     return parse_server("fishing:target=2").build(_conv(), (3, 8, 8), seed=0).model
+def _latent_generator():  # a tiny DCGAN making the 3x8x8 images the cases attack
+    from gradleak.generators import DCGANGenerator
+
+    torch.manual_seed(5)
+    return DCGANGenerator(latent_dim=4, image_size=8, channels=3, width=4).eval()
 
 
 # name -> (model, tiny options); must name every registered attack
@@ -109,6 +114,9 @@ ATTACK_CASES = {
     "trap": (_trapped, {}),
     "dimitrov": (_conv, {"iterations": 3, "restarts": 2}),
     "fishing": (_fished, {"iterations": 4, "restarts": 2}),
+    "gias": (_conv, {"generator": _latent_generator(), "latent_iterations": 3, "generator_iterations": 2,
+                     "restarts": 2}),
+    "ggl": (_conv, {"generator": _latent_generator(), "budget": 12, "restarts": 2}),
 }
 
 

@@ -27,6 +27,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("gradleak.models", "gradleak.text.models"),
     ("gradleak.data", "gradleak.text.corpus", "gradleak.text.tokenizer"),
     ("gradleak.metrics", "gradleak.text.metrics"),
+    ("gradleak.generators",),
     ("gradleak.defenses",),
     ("gradleak.attacks",),
     ("gradleak.analysis",),

@@ -11,6 +11,8 @@ from gradleak.attacks.bayes import Bayes
 from gradleak.attacks.dimitrov import DimitrovFedAvg
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.fishing import FishingReadout
+from gradleak.attacks.ggl import GGL
+from gradleak.attacks.gias import GIAS
 from gradleak.attacks.idlg import IDLG
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.imprint import ImprintReadout
@@ -37,12 +39,16 @@ ATTACKS.add("trap", TrapReadout, "read-out of a malicious server's trap weights:
             "unit alone (Boenisch et al., EuroS&P 2023; level 5)")
 ATTACKS.add("dimitrov", DimitrovFedAvg,
             "FedAvg: simulate the client's epochs, per-epoch sets tied by an order-invariant prior (Dimitrov et al. 2022)")
+ATTACKS.add("gias", GIAS, "GIAS: latent search in a generator, then its weights near the pretrained ones "
+            "(Jeon et al. 2021)")
+ATTACKS.add("ggl", GGL, "GGL: CMA-ES over a generator's latents, the known defense inside the loop "
+            "(Li et al. 2022)")
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 ATTACKS.add("spear", Spear, "SPEAR: exact batch recovery from a fully connected ReLU first layer, certified per sample "
             "(Dimitrov et al. 2024)")
 
 __all__ = [
     "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "DimitrovFedAvg", "FishingReadout",
-    "IDLG", "ImprintReadout", "InvertingGradients", "L1Matching", "L2Matching", "OptimizationAttack",
-    "Progress", "ProgressCallback", "RGAP", "Spear", "TrapReadout",
+    "GGL", "GIAS", "IDLG", "ImprintReadout", "InvertingGradients", "L1Matching", "L2Matching",
+    "OptimizationAttack", "Progress", "ProgressCallback", "RGAP", "Spear", "TrapReadout",
 ]

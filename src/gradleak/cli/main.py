@@ -1,5 +1,5 @@
 """Command line: `gradleak attack`, `list`, `rank`, `rgap`, `utility`, `sweep`, `report`, `flower`, `igsa`, `doctor`,
-`text-attack`.
+`text-attack`, `generator`.
 
 One module per command, each with `add_parser(sub)`; parsing (flags and YAML) happens in
 `gradleak.cli` and only there, the library receives typed configs. User mistakes print
@@ -16,6 +16,7 @@ from typing import Sequence
 from gradleak.cli.attack import add_parser as attack
 from gradleak.cli.doctor import add_parser as doctor
 from gradleak.cli.flower import add_parser as flower
+from gradleak.cli.generator import add_parser as generator
 from gradleak.cli.igsa import add_parser as igsa
 from gradleak.cli.rank import add_parser as rank
 from gradleak.cli.registries import add_parser as registries
@@ -26,7 +27,8 @@ from gradleak.cli.text import add_parser as text_attack
 from gradleak.cli.utility import add_parser as utility
 from gradleak.errors import GradleakError
 
-COMMANDS = (attack, registries, rank, rgap, utility, sweep, report, flower, igsa, doctor, text_attack)  # in `gradleak --help` order
+COMMANDS = (attack, registries, rank, rgap, utility, sweep, report, flower, igsa, doctor, text_attack,
+            generator)  # in `gradleak --help` order
 
 EXIT_USER_ERROR = 2
 

@@ -1,4 +1,5 @@
-"""Write an audit's report: metrics.json, config.yaml and the reconstruction grid.
+"""Write an audit's report: metrics.json, config.yaml and the reconstruction grid (and, for an
+attack run with a generator checkpoint, latent_evidence.json and nearest_training.png).
 
 One writer for every face: `gradleak attack` writes a folder with it, a sweep cell stores
 its grid, and the Flower audit renders its grids the same way.
@@ -12,7 +13,8 @@ from pathlib import Path
 from gradleak.errors import GradleakError
 from gradleak.io import plain_data, write_folder
 from gradleak.pipelines.audit import AuditRun
-from gradleak.pipelines.figures import grid_png
+from gradleak.pipelines.figures import grid_png, save_image
+from gradleak.pipelines.generator import latent_report
 
 
 def audit_title(run: AuditRun) -> str:
@@ -59,6 +61,10 @@ def write_audit(out: str | Path, run: AuditRun, *, overwrite: bool = False) -> P
         (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
         (tmp / "config.yaml").write_text(yaml.safe_dump(plain_data(dict(result.settings)), sort_keys=True))
         (tmp / "reconstruction.png").write_bytes(audit_grid_png(run, title=audit_title(run)))
+        latent = latent_report(run)  # attacks with a generator checkpoint: its nearest training images
+        if latent is not None:
+            (tmp / "latent_evidence.json").write_text(json.dumps(latent[0], indent=2))
+            save_image(tmp / "nearest_training.png", latent[1])
 
     if out.exists() and not overwrite:
         raise GradleakError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
