@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--first-client", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -54,7 +55,7 @@ def main() -> None:
     training = LocalTraining(Protocol.FEDAVG, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                              shuffle=True)
     with open(args.out, "a") as fh:
-        for client in range(args.clients):
+        for client in range(args.first_client, args.first_client + args.clients):
             indices = list(range(client * n, (client + 1) * n))
             images, labels = data.batch(indices)
             update = simulate_client(model, data.normalization.normalize(images), labels, training,
