@@ -35,6 +35,9 @@ DEFENSES = {
     "laplacian 0.1": ["laplacian:b=0.1"],
     "prune 0.5 + laplacian 0.1": ["prune:rate=0.5", "laplacian:b=0.1"],
     "prune 0.5 + gaussian 0.1": ["prune:rate=0.5", "gaussian:sigma=0.1"],
+    # lower noise (issue 20): where the L2 baseline may beat the mean-colour floor
+    "laplacian 0.01": ["laplacian:b=0.01"],
+    "laplacian 0.001": ["laplacian:b=0.001"],
 }
 ATTACK_NAMES = ("bayes", "l2", "l1", "cosine")
 # factor-10 grids wide enough that every attack's grid holds the others' equivalents
@@ -62,6 +65,7 @@ def run_one(attack: str, tv: float, model, data, index: int, specs, args) -> dic
     pixels = data.normalization.denormalize(rec.data).clamp(0, 1)
     metrics = evaluate_images(pixels, images)
     return {"attack": attack, "tv": tv, "image": index, "psnr": metrics.psnr_mean, "ssim": metrics.ssim_mean,
+            "floor_psnr": sum(metrics.baseline_psnr) / len(metrics.baseline_psnr),
             "seconds": round(seconds, 2), "status": rec.status}
 
 
@@ -99,7 +103,7 @@ def main() -> None:
                 for index in args.images:
                     row = run_one(attack, tv, model, data, index, DEFENSES[name], args)
                     row |= {"defense": name, "model": args.model, "model_options": options, "dataset": args.dataset,
-                            "iterations": args.iterations, "known_mask": args.known_mask,
+                            "iterations": args.iterations, "lr": args.lr, "known_mask": args.known_mask,
                             "tuning": {str(k): round(v, 2) for k, v in scores.items()}}
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()

@@ -161,8 +161,8 @@ def test_attacker_that_knows_the_local_training_predicts_the_delta_exactly():
     problem = build_problem(model, update, knowledge)
     assert problem.unrolled
     predicted = problem.predict(x, y)
-    for p, t in zip(predicted, problem.target):
-        torch.testing.assert_close(p, t, rtol=1e-4, atol=1e-7)
+    for p, t in zip(predicted, problem.target):  # gradient units (delta / -lr): atol 1e-7 on the delta at lr 0.1
+        torch.testing.assert_close(p, t, rtol=1e-4, atol=1e-6)
     one_step = build_problem(model, update, _knowledge(4))
     assert not one_step.unrolled
 

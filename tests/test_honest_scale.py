@@ -36,7 +36,7 @@ def test_objective_is_invariant_to_multiplying_the_update_by_a_constant():
 
 
 def test_unrolling_attacker_equals_the_one_step_reader_at_one_step():
-    model, update, knows, reads, x, y = _case(0.003)
+    model, update, knows, reads, _, y = _case(0.003)
     wst = build_problem(model, update, knows)
     bst = build_problem(model, update, reads, assumed_lr=0.003)
     dummy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))

@@ -36,7 +36,11 @@ from gradleak.attacks.engine.adam import run_adam
 from gradleak.attacks.engine.labels import recover_labels
 from gradleak.attacks.engine.objectives import total_variation
 from gradleak.attacks.engine.problem import Layout, validate_update
-from gradleak.attacks.engine.restarts import box_projection, run_restarts, sync_every_for
+from gradleak.attacks.engine.restarts import (
+    box_projection,
+    run_restarts,
+    sync_every_for,
+)
 from gradleak.checks import check_positive_float, check_positive_int
 from gradleak.client.losses import client_loss, model_regularization
 from gradleak.devices import model_device
@@ -130,7 +134,6 @@ class DimitrovFedAvg(OptimizationAttack):
         validate_update(model, update)
         training = self._training(update, knowledge)
         work = copy.deepcopy(model).train(update.model_mode == "train")
-        names = [n for n, p in work.named_parameters() if p.requires_grad]
         start = {n: p.detach().clone().requires_grad_(True) for n, p in work.named_parameters() if p.requires_grad}
         buffers = {n: b.detach().clone() for n, b in work.named_buffers()}
         device = model_device(model)
@@ -166,8 +169,9 @@ class DimitrovFedAvg(OptimizationAttack):
         for gen in generators:
             x = torch.randn(epochs * n, *knowledge.input_shape, generator=gen, device=gen.device)
             # soft labels start at the counted labels, in a random order per epoch (the order is unknown)
-            start_labels = torch.cat([multiset[torch.randperm(n, device="cpu", generator=torch.Generator(device="cpu").manual_seed(
-                int(torch.randint(2**31, (1,), generator=gen, device=gen.device)) + e))] for e in range(epochs)])
+            base = int(torch.randint(2**31, (1,), generator=gen, device=gen.device))
+            start_labels = torch.cat([multiset[torch.randperm(
+                n, device="cpu", generator=torch.Generator(device="cpu").manual_seed(base + e))] for e in range(epochs)])
             logits = F.one_hot(start_labels, c).to(device=device, dtype=torch.float32)
             rows.append(layout.pack(x[None], logits[None]))
         milestones = [int(self.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]

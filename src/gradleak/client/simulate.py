@@ -57,14 +57,33 @@ def local_training(
     (the attacker that simulates the local steps). Buffers are updated in place, so
     pass clones.
     """
+    return local_steps(model, params, buffers, images, targets, training, seed=seed, create_graph=create_graph)[0]
+
+
+def local_steps(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    training: LocalTraining,
+    *,
+    seed: int = 0,
+    create_graph: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """`local_training`'s final parameters and the sum of its step gradients: the delta in
+    gradient units, (start - final) / lr, without the cancellation of subtracting two
+    nearly equal weight tensors (at lr 0.003 that loses about three digits in float32)."""
     current = dict(params)
     names = list(current)
+    total: dict[str, torch.Tensor] = {}
     for idx in minibatch_order(images.shape[0], training, seed):
         out = functional_call(model, (current, dict(buffers)), (images[idx],))
         loss = client_loss(training.loss, out, targets[idx]) + model_regularization(model)
         grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=create_graph)
+        total = {n: total[n] + g if n in total else g for n, g in zip(names, grads)}
         current = {n: current[n] - training.lr * g for n, g in zip(names, grads)}
-    return current
+    return current, total
 
 
 def check_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradleak.client.losses import client_loss, has_regularization, model_regularization
-from gradleak.client.simulate import local_training
+from gradleak.client.simulate import local_steps
 from gradleak.errors import GradleakError
 from gradleak.records import AttackerKnowledge, ClientUpdate, Protocol
 
@@ -121,10 +121,11 @@ def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
         unit = -1.0 / training.lr  # gradient units: a delta of one step is -lr times a gradient
 
         def predict_unrolled(x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            final = local_training(
+            # the summed step gradients: (final - start) * unit without the float cancellation
+            _, total = local_steps(
                 work, start, {n: b.clone() for n, b in buffers.items()}, x, targets, training, create_graph=True
             )
-            return tuple((final[n] - start[n]) * unit for n in names)
+            return tuple(total[n] for n in names)
 
         return MatchingProblem(tuple(t * unit for t in observed), predict_unrolled, gradient_view, work, True,
                                update.training.loss, delta_scale=-training.lr)
