@@ -15,7 +15,7 @@ exactly the gradient of the mean loss over all N batches), "mean" (1 / N each) o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -97,28 +97,48 @@ def sum_updates(updates: Sequence[ClientUpdate], weights: Sequence[float]) -> Cl
                         local_steps=max(u.local_steps for u in updates), model_mode=first.model_mode)
 
 
-def aggregate_clients(models: nn.Module | Sequence[nn.Module], batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+def aggregate_clients(models: nn.Module | Sequence[nn.Module] | Callable[[int], nn.Module],
+                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                       training: LocalTraining = LocalTraining(), *, weighting: str = "weighted",
                       model_mode: str = "eval", seed: int = 0) -> Aggregate:
     """Simulate N clients (batch j = (images, labels) in model space) and return the aggregate.
 
-    `models` is the one global model every client receives, or one model per client (a
-    server that sends different models). Client j trains with seed `seed + j`. Batch-norm
-    statistics are not part of an aggregate (no client shares its own under secure
-    aggregation).
+    `models` is the one global model every client receives, one model per client (a
+    server that sends different models), or a function j -> client j's model (built when
+    client j trains: N large models need not be held at once). Client j trains with seed
+    `seed + j`; the sum is accumulated client by client. Batch-norm statistics are not
+    part of an aggregate (no client shares its own under secure aggregation).
     """
     check_seed(seed)
     if not batches:
         raise GradleakError("batches must hold at least one client's (images, labels), got none")
-    per_client = [models] * len(batches) if isinstance(models, nn.Module) else list(models)
-    if len(per_client) != len(batches):
-        raise GradleakError(f"models must be one model or one per client ({len(batches)}), got {len(per_client)}")
-    updates = [simulate_client(m, x, y, training, model_mode=model_mode, seed=seed + j)
-               for j, (m, (x, y)) in enumerate(zip(per_client, batches))]
+    if isinstance(models, nn.Module):
+        model_of = lambda j: models  # noqa: E731
+    elif callable(models):
+        model_of = models
+    else:
+        listed = list(models)
+        if len(listed) != len(batches):
+            raise GradleakError(f"models must be one model or one per client ({len(batches)}), got {len(listed)}")
+        model_of = listed.__getitem__
     sizes = tuple(int(x.shape[0]) for x, _ in batches)
     weights = client_weights(sizes, weighting)
-    return Aggregate(update=sum_updates(updates, weights),
-                     holdings=Holdings(sizes=sizes, weights=weights, weighting=weighting))
+    total = None
+    for j, (x, y) in enumerate(batches):
+        update = simulate_client(model_of(j), x, y, training, model_mode=model_mode, seed=seed + j)
+        total = sum_updates([update], [weights[j]]) if total is None else \
+            _add(total, sum_updates([update], [weights[j]]), j)
+    return Aggregate(update=total, holdings=Holdings(sizes=sizes, weights=weights, weighting=weighting))
+
+
+def _add(a: ClientUpdate, b: ClientUpdate, j: int) -> ClientUpdate:
+    if b.names != a.names or b.protocol is not a.protocol or any(x.shape != y.shape for x, y in zip(a.tensors,
+                                                                                                   b.tensors)):
+        raise GradleakError(f"update {j} does not match update 0 (names, shapes or protocol differ): secure "
+                            "aggregation sums updates of one architecture")
+    return ClientUpdate(protocol=a.protocol, names=a.names, tensors=tuple(x + y for x, y in zip(a.tensors, b.tensors)),
+                        num_samples=a.num_samples + b.num_samples, training=a.training,
+                        local_steps=max(a.local_steps, b.local_steps), model_mode=a.model_mode)
 
 
 __all__ = ["Aggregate", "Holdings", "WEIGHTINGS", "aggregate_clients", "client_weights", "sum_updates"]

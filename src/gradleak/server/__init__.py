@@ -15,6 +15,7 @@ from gradleak.server.base import Honest, ServerBehaviour, ServerModel, first_lay
 from gradleak.server.expectation import Expectation, expected_recovery
 from gradleak.server.imprint import Imprint, ImprintBlock, Imprinted
 from gradleak.server.trap import Trap, trap_expected
+from gradleak.server.loki import Loki
 
 SERVERS: Registry[type[ServerBehaviour]] = Registry("server")
 SERVERS.add("honest", Honest, "sends the global model unchanged (honest-but-curious, levels 0-4)")
@@ -22,6 +23,7 @@ SERVERS.add("imprint", Imprint, "Robbing the Fed: a linear imprint block of k bi
             "(Fowl et al., ICLR 2022)")
 SERVERS.add("trap", Trap, "trap weights: first FC layer units that each fire for few inputs "
             "(Boenisch et al., EuroS&P 2023)")
+SERVERS.add("loki", Loki, "LOKI: each client its own imprint bins, through secure aggregation (Zhao et al., S&P 2024)")
 
 
 def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
