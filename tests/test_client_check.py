@@ -29,7 +29,7 @@ def test_honest_tiny_models_pass(make):
     model = make()
     verdict = check_model(model, _data(), expected=make())
     assert not verdict.suspicious and verdict.reasons == ()
-    assert {f.check for f in verdict.findings} == {"architecture", "collinear", "disabled", "rare", "scale"}
+    assert {f.check for f in verdict.findings} == {"architecture", "collinear", "disabled", "rare", "quiet", "scale"}
 
 
 def test_malicious_tiny_models_are_flagged_with_their_reason():
@@ -43,10 +43,13 @@ def test_malicious_tiny_models_are_flagged_with_their_reason():
     assert any(r.startswith("collinear") for r in v.reasons)
     trap = parse_server("trap:fire=0.02").build(_mlp(), SHAPE, seed=0).model
     v = check_model(trap, x, expected=_mlp())
-    assert [r.split(":")[0] for r in v.reasons] == ["rare '1'"]  # same architecture: only the firing gives it away
+    # same architecture: only the firing gives it away
+    assert [r.split(":")[0] for r in v.reasons] == ["rare '1'", "quiet '1'"]
+    tuned = parse_server("trap:fire=0.125").build(_mlp(), SHAPE, seed=0).model  # 1 / batch for a batch of 8
+    assert [r.split(":")[0] for r in check_model(tuned, x[:8]).reasons] == ["quiet '1'"]
     loki = parse_server("loki:clients=4,bins=8,client=1,estimate=gaussian").build(_mlp(), SHAPE).model
     v = check_model(loki, x)
-    assert {r.split(" ")[0] for r in v.reasons} >= {"collinear", "disabled", "rare"}
+    assert {r.split(" ")[0] for r in v.reasons} >= {"collinear", "disabled", "rare", "quiet"}
     fished = _mlp()
     with torch.no_grad():
         fished[3].weight[1:] *= 1e-3  # every class but 0 shrunk

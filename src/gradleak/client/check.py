@@ -15,6 +15,8 @@ the known constructions cannot avoid (our own statistics, written from those con
   clients' rows);
 - `rare`: units of the first layer that fire (pre-activation > 0) for almost none of the
   client's own data (trap weights fire for ~1 / batch of it);
+- `quiet`: the same units silent for most of the client's data on average (trap weights
+  tuned to fire for 1 / batch: with a batch of 8 many fire for one sample, not none);
 - `scale`: the last linear layer's row norms far apart (max / min), which training from
   a standard initialization does not produce (fishing shrinks every class but one).
 
@@ -45,6 +47,7 @@ class CheckThresholds:
     disabled_rows: int = 2  # this many never-firing zero rows in one layer: flagged
     rare_fire: float = 0.05  # a first-layer unit firing for less than this share of the data is rare
     rare_share: float = 0.5  # this share of the first layer's units rare: flagged
+    quiet: float = 0.8  # the first layer's units silent for this share of the data on average: flagged
     scale_ratio: float = 20.0  # last layer: max row norm / min row norm above this: flagged
 
     def __post_init__(self) -> None:
@@ -53,6 +56,7 @@ class CheckThresholds:
         check_positive_int("disabled_rows", self.disabled_rows)
         check_number("rare_fire", self.rare_fire, low=0, high=1, low_open=True, high_open=True)
         check_number("rare_share", self.rare_share, low=0, high=1, low_open=True)
+        check_number("quiet", self.quiet, low=0, high=1, low_open=True)
         check_number("scale_ratio", self.scale_ratio, low=1, low_open=True)
 
 
@@ -172,6 +176,8 @@ def check_model(model: nn.Module, images: torch.Tensor, *, expected: nn.Module |
             findings.append(Finding("rare", calls[0], share, t.rare_share,
                                     f"{int((fire < t.rare_fire).sum())} of {fire.numel()} units fire for under "
                                     f"{t.rare_fire:g} of {images.shape[0]} samples"))
+            findings.append(Finding("quiet", calls[0], 1.0 - float(fire.mean()), t.quiet,
+                                    f"its units fire for {float(fire.mean()):.3f} of the client's data on average"))
     last = next((n for n in reversed(calls) if isinstance(modules[n], nn.Linear)), None)
     if last is not None and modules[last].out_features >= 2:
         norms = _rows(modules[last]).norm(dim=1)
