@@ -91,7 +91,11 @@ def run(dataset: str, clients: int, per: int, bins: int, seed: int, training=Loc
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only rewrite loki.md from loki.jsonl")
     args = parser.parse_args()
+    if args.report:
+        report([json.loads(line) for line in open(OUT / "loki.jsonl")])
+        return
     torch.set_num_threads(1)
     seeds = range(1 if args.quick else 3)
     fedavg = LocalTraining(protocol="fedavg", lr=0.1, batch_size=4)
@@ -108,6 +112,10 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 print(json.dumps(row), flush=True)
+    report(rows)
+
+
+def report(rows: list[dict]) -> None:
     md = ["# LOKI-style model inconsistency through secure aggregation (LeNet 32x32, weighted sum)", "",
           "Command: `OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/secagg/loki.py`", "",
           "| data | clients x per client | bins/client | protocol | seeds | recovered & attributed >= 40 dB | "
