@@ -58,3 +58,20 @@ def test_one_model_per_client_and_refusals():
         aggregate_clients(models[0], batches, weighting="median")
     with pytest.raises(GradleakError, match="does not match update 0"):
         aggregate_clients([models[0], tiny_lenet(size=8, classes=5), models[2]], batches)
+
+
+def test_client_batches_are_disjoint_draws_from_each_clients_share():
+    from gradleak.data.clients import client_batches
+    from gradleak.data.registry import load_dataset
+
+    data = load_dataset("digits", None, split="train")
+    for partition in ("iid", "dirichlet"):
+        batches, held = client_batches(data, 10, 8, partition=partition, alpha=0.3, seed=1)
+        flat = torch.cat(held)
+        assert len(batches) == 10 and flat.unique().numel() == 80
+        assert all(torch.equal(x, data.images[h]) and torch.equal(y, data.labels[h]) for (x, y), h in zip(batches, held))
+    skew = [len(h_labels.unique()) for h_labels in (data.labels[h] for h in client_batches(
+        data, 10, 8, partition="dirichlet", alpha=0.05, seed=0)[1])]
+    assert sum(skew) / len(skew) < 5  # label-skewed: few classes per client
+    with pytest.raises(GradleakError, match="exceeds"):
+        client_batches(data, 1000, 8)
