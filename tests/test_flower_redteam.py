@@ -86,9 +86,11 @@ def test_red_team_sends_the_malicious_model_in_its_rounds_and_keeps_training_hon
     replies = [Message(content=RecordDict({"arrays": ArrayRecord({k: bad[k] + d[k] for k in bad}),
                                            "metrics": flwr.app.MetricRecord({"num-examples": 4})}), reply_to=m)
                for m in sent]
-    agg, _ = red.aggregate_train(2, replies)
+    refused = Message(flwr.app.Error(code=REFUSED, reason="refused to train: rare"), reply_to=sent[1])
+    agg, _ = red.aggregate_train(2, replies + [refused])  # a refusal is recorded and not aggregated
     out = agg.to_torch_state_dict()
     assert all(torch.allclose(out[k], model.state_dict()[k] + 0.5) for k in out)
+    assert red.refusals == [(2, sent[1].metadata.dst_node_id, "refused to train: rare")]
     with pytest.raises(GradleakError, match="changes the architecture"):
         RedTeam(FedAvg(), model, input_shape=SHAPE, server="imprint:estimate=gaussian,bins=4",
                 rounds=[1]).malicious_state(arrays, 1)

@@ -49,12 +49,12 @@ def main() -> None:
             rows.append(row)
             md.append(f"| {'on' if mod else 'off'} | {r} | {len(audits)} | {row['leak_40']} of {len(psnr)} | "
                       f"{row['leak_18']} of {len(psnr)} | {len(refusals)} | {res.accuracy[r]:.3f} |")
+        with open(OUT / "flower_redteam.jsonl", "a" if mod else "w") as f:
+            for row in rows[-config.rounds:]:
+                f.write(json.dumps(row) + "\n")
         reasons = sorted({x[2] for x in out.refusals})
         if reasons:
             md += ["", f"Refusal reasons (mod on): {reasons[0][:300]}", ""]
-    with open(OUT / "flower_redteam.jsonl", "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
     (OUT / "flower_redteam.md").write_text("\n".join(md) + "\n")
 
 

@@ -106,8 +106,9 @@ class RedTeam(Strategy):
         fixed = []
         for reply in replies:
             node = reply.metadata.src_node_id
-            if reply.has_error():
+            if reply.has_error():  # recorded, and not passed on (a strategy may read every reply's content)
                 self.refusals.append((server_round, node, str(reply.error.reason)))
+                continue
             if node in self._sent and not reply.has_error() and reply.has_content():
                 honest, bad = self._sent[node]
                 key = next(k for k, v in reply.content.items() if isinstance(v, ArrayRecord))
