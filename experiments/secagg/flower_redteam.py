@@ -29,15 +29,22 @@ OUT = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per", type=int, default=8, help="images per client per round (one local step)")
+    parser.add_argument("--server", default="trap:fire=0.125")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    config = FederationConfig(dataset="faces", model="mlp", clients=4, rounds=3, samples_per_round=8, local_epochs=1,
-                              local_batch_size=8, lr=0.1, audit_clients=(0, 1, 2, 3), attack="trap", igsa_samples=0)
+    stem = "flower_redteam" if args.per == 8 else f"flower_redteam_{args.per}"
+    config = FederationConfig(dataset="faces", model="mlp", clients=4, rounds=3, samples_per_round=args.per,
+                              local_epochs=1, local_batch_size=args.per, lr=0.1, audit_clients=(0, 1, 2, 3), attack="trap", igsa_samples=0)
     rows, md = [], ["# Red-teamed Flower federation: trap weights in round 2 (faces, MLP, 4 clients x 8 images)", "",
                     "Command: `OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/secagg/flower_redteam.py`", "",
                     "| client mod | round | audited updates | samples >= 40 dB | samples >= 18 dB | refusals | "
                     "accuracy after the round |", "|---|---|---|---|---|---|---|"]
     for mod in (False, True):
-        out = run_red_team(config, server="trap:fire=0.125", rounds=[2], attack="trap", client_check=mod)
+        out = run_red_team(config, server=args.server, rounds=[2], attack="trap", client_check=mod)
         res = out.result
         for r in range(1, config.rounds + 1):
             audits = [a for a in res.audits if a.server_round == r]
@@ -49,13 +56,13 @@ def main() -> None:
             rows.append(row)
             md.append(f"| {'on' if mod else 'off'} | {r} | {len(audits)} | {row['leak_40']} of {len(psnr)} | "
                       f"{row['leak_18']} of {len(psnr)} | {len(refusals)} | {res.accuracy[r]:.3f} |")
-        with open(OUT / "flower_redteam.jsonl", "a" if mod else "w") as f:
+        with open(OUT / f"{stem}.jsonl", "a" if mod else "w") as f:
             for row in rows[-config.rounds:]:
                 f.write(json.dumps(row) + "\n")
         reasons = sorted({x[2] for x in out.refusals})
         if reasons:
             md += ["", f"Refusal reasons (mod on): {reasons[0][:300]}", ""]
-    (OUT / "flower_redteam.md").write_text("\n".join(md) + "\n")
+    (OUT / f"{stem}.md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
