@@ -39,8 +39,10 @@ def main() -> None:
     stem = "flower_redteam" if args.per == 8 else f"flower_redteam_{args.per}"
     config = FederationConfig(dataset="faces", model="mlp", clients=4, rounds=3, samples_per_round=args.per,
                               local_epochs=1, local_batch_size=args.per, lr=0.1, audit_clients=(0, 1, 2, 3), attack="trap", igsa_samples=0)
-    rows, md = [], ["# Red-teamed Flower federation: trap weights in round 2 (faces, MLP, 4 clients x 8 images)", "",
-                    "Command: `OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/secagg/flower_redteam.py`", "",
+    rows, md = [], [f"# Red-teamed Flower federation: {args.server} in round 2 (faces, MLP, 4 clients x {args.per} "
+                    "images per round, one local step)", "",
+                    f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/secagg/flower_redteam.py --per "
+                    f"{args.per} --server {args.server}`", "",
                     "| client mod | round | audited updates | samples >= 40 dB | samples >= 18 dB | refusals | "
                     "accuracy after the round |", "|---|---|---|---|---|---|---|"]
     for mod in (False, True):
