@@ -39,6 +39,7 @@ def test_malicious_tiny_models_are_flagged_with_their_reason():
     assert v.suspicious
     assert any(r.startswith("architecture") for r in v.reasons)
     assert any(r.startswith("collinear 'imprint.bins': 16") for r in v.reasons)
+    assert not any("imprint.back" in r for r in v.reasons)  # its rows take 1 input: collinear by construction
     v = check_model(imprint, x)  # without the expected architecture the bins still show
     assert any(r.startswith("collinear") for r in v.reasons)
     trap = parse_server("trap:fire=0.02").build(_mlp(), SHAPE, seed=0).model

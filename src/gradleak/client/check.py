@@ -38,6 +38,9 @@ from gradleak.checks import check_number, check_positive_int
 from gradleak.errors import GradleakError
 
 
+MIN_ROW_SIZE = 4  # rows of fewer inputs are collinear by chance (1 input: always): not read
+
+
 @dataclass(frozen=True)
 class CheckThresholds:
     """Where each statistic turns suspicious (see the module docstring)."""
@@ -162,7 +165,7 @@ def check_model(model: nn.Module, images: torch.Tensor, *, expected: nn.Module |
         rows = _rows(modules[name])
         if rows is None:
             continue
-        if rows.shape[0] >= t.collinear_group:
+        if rows.shape[0] >= t.collinear_group and rows.shape[1] >= MIN_ROW_SIZE:
             group, top = collinear_group(rows, t.collinear_cos)
             findings.append(Finding("collinear", name, float(group), float(t.collinear_group),
                                     f"largest |cos| between two rows {top:.4f}"))
