@@ -15,6 +15,7 @@ from gradleak.server.base import Honest, ServerBehaviour, ServerModel, first_lay
 from gradleak.server.expectation import Expectation, expected_recovery
 from gradleak.server.fishing import Fishing
 from gradleak.server.imprint import Imprint, ImprintBlock, Imprinted
+from gradleak.server.loki import Loki
 from gradleak.server.trap import Trap, trap_expected
 
 SERVERS: Registry[type[ServerBehaviour]] = Registry("server")
@@ -25,6 +26,7 @@ SERVERS.add("trap", Trap, "trap weights: first FC layer units that each fire for
             "(Boenisch et al., EuroS&P 2023)")
 SERVERS.add("fishing", Fishing, "class fishing: a last layer that lets one target class's gradient through "
             "(Wen et al., ICML 2022)")
+SERVERS.add("loki", Loki, "LOKI: each client its own imprint bins, through secure aggregation (Zhao et al., S&P 2024)")
 
 
 def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
@@ -58,5 +60,5 @@ def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
     return SERVERS.create(name.strip(), options)
 
 
-__all__ = ["Expectation", "Fishing", "Honest", "Imprint", "ImprintBlock", "Imprinted", "SERVERS", "ServerBehaviour",
+__all__ = ["Expectation", "Fishing", "Honest", "Imprint", "ImprintBlock", "Imprinted", "Loki", "SERVERS", "ServerBehaviour",
            "ServerModel", "Trap", "expected_recovery", "first_layer", "parse_server", "trap_expected"]
