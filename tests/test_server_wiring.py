@@ -72,6 +72,8 @@ SERVER_CASES = {
     "trap": (lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.ReLU(),
                                          torch.nn.Linear(16, 4)), {"fire": 0.2}),
     "fishing": (lambda: tiny_lenet(channels=3, size=4, classes=4), {"target": 1}),
+    "loki": (lambda: tiny_lenet(channels=3, size=4, classes=4), {"clients": 3, "bins": 4, "client": 1,
+                                                                  "estimate": "gaussian"}),
 }
 
 

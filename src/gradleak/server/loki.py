@@ -64,7 +64,7 @@ class LokiModels:
         first = next(self.base.parameters(), None)
         device = torch.device("cpu") if first is None else first.device
         dtype = torch.float32 if first is None else first.dtype
-        block = ImprintBlock(self.input_shape, self.clients * self.bins, shared=True).to(device, dtype)
+        block = ImprintBlock(self.input_shape, self.clients * self.bins, back="shared").to(device, dtype)
         with torch.no_grad():
             block.bins.weight.zero_()
             block.bins.bias.fill_(DISABLED_BIAS)
