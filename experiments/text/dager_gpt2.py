@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--count", type=int, default=2, help="batches per size")
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--max-candidates", type=int, default=100_000)
+    ap.add_argument("--trained-only", action="store_true", help="skip the randomly initialized model")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tok = builtin_tokenizer()
@@ -80,7 +81,8 @@ def main():
             t0 = time.perf_counter()
             trained, losses = train(base, tok, train_part, args.train_steps, task)
             train_s = time.perf_counter() - t0
-            for state, model in (("random", base), (f"trained{args.train_steps}", trained)):
+            states = (("random", base), (f"trained{args.train_steps}", trained))
+            for state, model in states[1:] if args.trained_only else states:
                 for size in [int(s) for s in args.sizes.split(",")]:
                     for i, batch in enumerate(batches(tok, test_part, size, args.count, seed=size, task=task)):
                         update = text_update(model, batch)
@@ -97,6 +99,7 @@ def main():
                             row["train_seconds"] = round(train_s, 1)
                         print(json.dumps(row), flush=True)
                         out.write(json.dumps(row) + "\n")
+                        out.flush()
 
 
 if __name__ == "__main__":

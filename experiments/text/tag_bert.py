@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--out", default="tag_bert.jsonl")
     ap.add_argument("--attack", default="tag", choices=["tag", "lamp"])
     ap.add_argument("--prior-steps", type=int, default=200)
+    ap.add_argument("--lm-weight", type=float, default=0.02, help="lamp only")
+    ap.add_argument("--emb-weight", type=float, default=1.0, help="lamp only")
     ap.add_argument("--lengths", default="16,32")
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--width", type=int, default=256)
@@ -48,6 +50,7 @@ def main():
         from gradleak.text.models import gpt2_model
 
         lm = gpt2_model(vocab_size=tok.vocab_size, layers=2, width=256, heads=4, seed=0)
+        options.update(lm_weight=args.lm_weight, emb_weight=args.emb_weight)
         options["prior"], _ = train(lm, tok, train_part, args.prior_steps, "causal-lm")
     attack = TEXT_ATTACKS.create(args.attack, options)
     with open(args.out, "a") as out:
@@ -60,7 +63,9 @@ def main():
                                      seed=args.seed)
             m = text_metrics(batch.sequences(), rec.sequences, tok.decode)
             row = {"attack": args.attack, "model": "bert", "layers": args.layers, "width": args.width, "length": length,
-                   "iterations": args.iterations, "lr": args.lr, "seconds": round(rec.seconds, 1),
+                   "iterations": args.iterations, "lr": args.lr,
+                   **({"lm_weight": args.lm_weight, "emb_weight": args.emb_weight} if args.attack == "lamp" else {}),
+                   "seconds": round(rec.seconds, 1),
                    "loss": rec.loss, "label_ok": rec.labels == (test.labels[i],),
                    **{k: round(v, 4) for k, v in m.summary().items()},
                    "original": tok.decode(batch.sequences()[0]), "recovered": tok.decode(rec.sequences[0])}

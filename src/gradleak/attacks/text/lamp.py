@@ -56,7 +56,7 @@ class Lamp(Tag):
     name = "lamp"
 
     def __init__(self, *, iterations: int = 300, lr: float = 0.01, alpha: float = 0.01, init_scale: float = 1.0,
-                 every: int = 50, candidates: int = 20, lm_weight: float = 0.2, emb_weight: float = 1.0,
+                 every: int = 50, candidates: int = 20, lm_weight: float = 0.02, emb_weight: float = 1.0,
                  prior: nn.Module | None = None) -> None:
         super().__init__(iterations=iterations, lr=lr, alpha=alpha, init_scale=init_scale)
         self.every = check_positive_int("every", every)
