@@ -112,6 +112,24 @@ class Registry(Generic[T]):
             raise GradleakError(f"{self.kind} {entry.name!r}: {clash} are set by gradleak, not by options")
         return entry.factory(**fixed, **options)
 
+    def from_spec(self, spec: str, example: str) -> Any:
+        """Build a member from its command-line spec `name` or `name:key=value,key=value`
+        (values read as YAML scalars); `example` is a valid spec shown when `spec` is empty."""
+        if not isinstance(spec, str) or not spec.strip():
+            raise GradleakError(f"a {self.kind} spec must be a non-empty string like {example!r}, got {spec!r}")
+        name, _, rest = spec.strip().partition(":")
+        self.entry(name.strip())
+        options: dict[str, Any] = {}
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise GradleakError(f"{self.kind} spec {spec!r}: expected key=value, got {item!r}")
+            key = key.strip().replace("-", "_")
+            if key in options:
+                raise GradleakError(f"{self.kind} spec {spec!r}: option {key!r} is given twice")
+            options[key] = _scalar(value)
+        return self.create(name.strip(), options)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 
@@ -123,3 +141,20 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _scalar(text: str) -> Any:
+    """A spec value as YAML reads it; YAML 1.1 reads "1e-05" (how specs print small floats)
+    as a string, and specs must round trip, so such strings become floats."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value

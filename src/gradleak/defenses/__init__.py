@@ -19,7 +19,6 @@ from gradleak.defenses.noise import GaussianNoise, LaplacianNoise
 from gradleak.defenses.quantize import QSGD, SignSGD
 from gradleak.defenses.soteria import Soteria
 from gradleak.defenses.sparsify import RandomPrune, TopK
-from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
@@ -41,36 +40,7 @@ DEFENSES.add("valueclip", ValueClip, "clamp every entry to [-bound, bound], flat
 
 def parse_defense(spec: str) -> Defense:
     """A defense from `name` or `name:key=value,key=value` (values read as YAML scalars)."""
-    import yaml
-
-    if not isinstance(spec, str) or not spec.strip():
-        raise GradleakError(f"a defense spec must be a non-empty string like 'gaussian:sigma=0.1', got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    DEFENSES.entry(name.strip())
-    options: dict[str, object] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise GradleakError(f"defense spec {spec!r}: expected key=value, got {item!r}")
-        key = key.strip().replace("-", "_")
-        if key in options:
-            raise GradleakError(f"defense spec {spec!r}: option {key!r} is given twice")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        options[key] = _number(parsed)
-    return DEFENSES.create(name.strip(), options)
-
-
-def _number(value: object) -> object:
-    # YAML 1.1 reads "1e-05" (how specs print small floats) as a string; specs must round trip
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+    return DEFENSES.from_spec(spec, "gaussian:sigma=0.1")
 
 
 def build_defense(specs: Sequence[str | Defense]) -> Chain:

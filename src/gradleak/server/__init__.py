@@ -9,7 +9,6 @@ style of `gradleak.defenses.parse_defense`.
 
 from __future__ import annotations
 
-from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 from gradleak.server.base import Honest, ServerBehaviour, ServerModel, first_layer
 from gradleak.server.expectation import Expectation, expected_recovery
@@ -31,33 +30,9 @@ SERVERS.add("loki", Loki, "LOKI: each client its own imprint bins, through secur
 
 def parse_server(spec: "str | ServerBehaviour") -> ServerBehaviour:
     """A server behaviour from `name` or `name:key=value,key=value` (values read as YAML scalars)."""
-    import yaml
-
     if isinstance(spec, ServerBehaviour):
         return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise GradleakError(f"a server spec must be a non-empty string like 'imprint:bins=128', got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    SERVERS.entry(name.strip())
-    options: dict[str, object] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise GradleakError(f"server spec {spec!r}: expected key=value, got {item!r}")
-        key = key.strip().replace("-", "_")
-        if key in options:
-            raise GradleakError(f"server spec {spec!r}: option {key!r} is given twice")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        if isinstance(parsed, str):  # YAML 1.1 reads "1e-05" as a string
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                pass
-        options[key] = parsed
-    return SERVERS.create(name.strip(), options)
+    return SERVERS.from_spec(spec, "imprint:bins=128")
 
 
 __all__ = ["Expectation", "Fishing", "Honest", "Imprint", "ImprintBlock", "Imprinted", "Loki", "SERVERS", "ServerBehaviour",
