@@ -66,7 +66,7 @@ def test_yaml_config_and_flags_override(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-a", "nope"], "unknown attack 'nope'; known attacks: analytic-fc, bayes, cosine, dlg, idlg, ig, "),
+        (["-a", "nope"], "unknown attack 'nope'; known attacks: analytic-fc, bayes, cosine, dlg, "),
         (["-m", "nope"], "unknown model 'nope'"),
         (["-d", "nope"], "unknown dataset 'nope'"),
         (["-i", "100000"], "indices"),
