@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.spear import expected_proposals, factorize, success_probability
+from gradleak.attacks.spear import expected_proposals, factorize, hit_probability, success_probability
 from gradleak.client import simulate_client
 from gradleak.errors import GradleakError
 from gradleak.records import AttackerKnowledge, LabelKnowledge, LocalTraining, Protocol
@@ -62,7 +62,7 @@ def test_a_wrong_sample_fails_its_certificate(monkeypatch):
         return xt * torch.tensor([[1.0], [1.01], [1.0]], dtype=xt.dtype), d
 
     monkeypatch.setattr(module, "recover_inputs", skewed)
-    rec = ATTACKS.get("spear")().reconstruct(model, update, _knowledge(3))
+    rec = ATTACKS.create("spear", {"budget": 5000}).reconstruct(model, update, _knowledge(3))
     assert rec.status == "partial"
     assert [c.certified for c in rec.certificates] == [True, False, True]
 
@@ -141,7 +141,7 @@ def test_expected_proposals_matches_simulation():
     # Poissonized coupon collector vs direct simulation of draws with replacement
     zeros, active, b = [30, 20, 25], 60, 4
     torch.manual_seed(0)
-    p = torch.tensor([(z / active) ** (b - 1) for z in zeros], dtype=torch.float64)
+    p = torch.tensor([hit_probability(z, active, b) for z in zeros], dtype=torch.float64)
     trials = []
     for _ in range(3000):
         waits = torch.distributions.Geometric(probs=p).sample() + 1  # independent per sample: the Poisson picture

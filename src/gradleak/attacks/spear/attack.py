@@ -33,7 +33,6 @@ from gradleak.attacks.engine.restarts import known_or_inferred_labels
 from gradleak.attacks.spear.solve import (
     factorize,
     find_directions,
-    greedy_select,
     recover_inputs,
 )
 from gradleak.checks import check_choice, check_positive_float, check_positive_int
@@ -98,6 +97,17 @@ def output_gradients(model: nn.Module, layer: nn.Module, x: torch.Tensor, labels
     finally:
         handle.remove()
     return grad.detach()
+
+
+def pattern_mismatches(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, zeros: torch.Tensor,
+                       tol: float) -> torch.Tensor:
+    """Per sample (rows of `xt`), the units it switches off (z < 0 by more than `tol`, relative)
+    where its gradient column (`zeros`, (B, m): where it is zero) is not zero: an off ReLU passes
+    no gradient, so each such unit proves the sample wrong. (The converse, an active unit with a
+    gradient below the zero tolerance, can happen by chance; the residual covers those units.)"""
+    z = xt @ weight.T + bias  # (B, m)
+    margin = tol * (weight.norm(dim=1)[None, :] * xt.norm(dim=1)[:, None] + bias.abs()[None, :])
+    return ((z < -margin) & ~zeros).sum(dim=1)
 
 
 def candidate_classes(model: nn.Module, x: torch.Tensor) -> int:
@@ -165,9 +175,15 @@ class Spear(Attack):
         fact = factorize(dw, db, b)
         min_zeros = b - 1 + (self.min_zeros or max(2, math.ceil(0.01 * fact.active.numel())))
         gen = generator(dw.device, seed)
+        weight, bias = (dict(model.named_parameters())[prefix + k].detach().double() for k in ("weight", "bias"))
+
+        def consistent(columns: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+            xt, _ = recover_inputs(fact, columns)
+            return pattern_mismatches(xt, weight, bias, zeros, certify_tol).eq(0)
+
         directions = find_directions(fact, b, gen, budget=self.budget, chunk=self.chunk, zero_tol=zero_tol,
-                                     min_zeros=min_zeros)
-        chosen = greedy_select(directions, b)
+                                     min_zeros=min_zeros, consistent=consistent)
+        chosen = list(directions.chosen)
         columns = directions.columns[chosen]
         zeros = directions.zeros[chosen]
         if len(chosen) < b:  # complete the basis so that a batch still comes out; none of it is certified
@@ -222,11 +238,9 @@ class Spear(Attack):
             scale = float(per_sample.median())  # one wrong sample does not move it
         residual = ((scale * pred - target).norm(dim=1) / target.norm(dim=1).clamp_min(1e-300)).tolist()
         with torch.no_grad():
-            z = layer(x.reshape(b, -1)).double()  # (B, m)
-            margin = tol * (layer.weight.double().norm(dim=1)[None, :] * x.reshape(b, -1).double().norm(dim=1)[:, None]
-                            + layer.bias.double().abs()[None, :])
-        disagree = ((z > 0) != ~zeros) & (z.abs() > margin)
+            mismatches = pattern_mismatches(x.reshape(b, -1).double(), layer.weight.detach().double(),
+                                            layer.bias.detach().double(), zeros, tol)
         certs = [SampleCertificate(residual=float(r), pattern_mismatches=int(n), tolerance=tol,
                                    certified=bool(r <= tol and n == 0))
-                 for r, n in zip(residual, disagree.sum(dim=1).tolist())]
+                 for r, n in zip(residual, mismatches.tolist())]
         return torch.tensor(chosen, dtype=torch.long, device=x.device), certs

@@ -22,7 +22,8 @@ more than one dimension (rows zero for two samples at once); a row is zero when
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -41,11 +42,17 @@ class Factorization:
 
 @dataclass(frozen=True)
 class Directions:
-    """Accepted directions (unit columns) with the units each one zeroes."""
+    """Accepted directions (unit columns) with the units each one zeroes, and the b chosen."""
 
     columns: torch.Tensor  # (k, b) float64, unit norm
     zeros: torch.Tensor  # (k, m) bool: units where L q is zero
     proposals: int  # proposals drawn to find them
+    chosen: tuple[int, ...] = ()  # the selection (`select`); fewer than b when none was found
+    consistent: bool = False  # the selection passed the consistency check
+
+
+# per chosen direction: does the sample it yields switch on exactly the units its column uses?
+Consistency = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def factorize(weight_grad: torch.Tensor, bias_grad: torch.Tensor, b: int, *, rank_tol: float = 1e-9) -> Factorization:
@@ -117,9 +124,9 @@ def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 1e3) -> torc
 
 
 def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget: int, chunk: int,
-                    zero_tol: float, min_zeros: int) -> Directions:
-    """Draw proposals in chunks (growing to `chunk`) until `b` independent sparse directions are
-    found or `budget` proposals are spent.
+                    zero_tol: float, min_zeros: int, consistent: Consistency | None = None) -> Directions:
+    """Draw proposals in chunks (growing to `chunk`) until `select` finds `b` directions that
+    pass `consistent` (or just `b` independent ones without it), or `budget` proposals are spent.
 
     A proposal is kept when L q is zero on at least `min_zeros` units and, without the rows it
     was drawn from, those zeros still pin q down (a one-dimensional null space). The second test
@@ -131,13 +138,14 @@ def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget
     m = left.shape[0]
     if b == 1:
         q = torch.ones(1, 1, dtype=left.dtype, device=left.device)
-        return Directions(q, zero_rows(left, q, zero_tol), 0)
+        return Directions(q, zero_rows(left, q, zero_tol), 0, (0,), consistent is None or bool(
+            consistent(q, zero_rows(left, q, zero_tol)).all()))
     left_active = left[fact.active]
     unit_active = left_active / left_active.norm(dim=1, keepdim=True)
     m_a = left_active.shape[0]
     probe = None if m_a <= 128 or min_zeros < 8 else torch.randperm(m_a, generator=gen, device=left.device)[:96]
     found: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-    drawn, size = 0, min(chunk, 512)
+    drawn, size, new_since = 0, min(chunk, 512), 0
     while drawn < budget:
         count = min(size, budget - drawn)
         size = min(chunk, size * 2)
@@ -166,13 +174,42 @@ def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget
             key = z.cpu().numpy().tobytes()
             if key not in found and int(z[fact.active].sum()) >= min_zeros:
                 found[key] = (fine, z)
-        if len(found) >= b and independent_count([v[0] for v in found.values()]) >= b:
-            break
+        if len(found) >= b and independent_count([v[0] for v in found.values()]) >= b and new_since < len(found):
+            new_since = len(found)
+            dirs = _stack(found, drawn)
+            chosen, ok = select(dirs, b, consistent)
+            if ok:
+                return replace(dirs, chosen=tuple(chosen), consistent=True)
     if not found:
         return Directions(left.new_zeros(0, b), torch.zeros(0, m, dtype=torch.bool, device=left.device), drawn)
-    cols = torch.stack([v[0] for v in found.values()])
-    zeros = torch.stack([v[1] for v in found.values()])
-    return Directions(cols, zeros, drawn)
+    dirs = _stack(found, drawn)
+    chosen, ok = select(dirs, b, consistent)
+    return replace(dirs, chosen=tuple(chosen), consistent=ok)
+
+
+def _stack(found: dict, drawn: int) -> Directions:
+    return Directions(torch.stack([v[0] for v in found.values()]), torch.stack([v[1] for v in found.values()]), drawn)
+
+
+def select(dirs: Directions, b: int, consistent: Consistency | None) -> tuple[list[int], bool]:
+    """`greedy_select`, then, while the check fails for some chosen direction, ban the least sparse
+    failing one and select again. Mixtures of samples can be sparse too (dense rows of dL/dZ span
+    only as many dimensions as the loss has classes); the forward pass tells them apart: the
+    samples a wrong selection yields switch on other units than their columns use."""
+    banned: set[int] = set()
+    counts = dirs.zeros.sum(dim=1).tolist()
+    while True:
+        keep = [i for i in range(dirs.columns.shape[0]) if i not in banned]
+        sub = Directions(dirs.columns[keep], dirs.zeros[keep], dirs.proposals)
+        chosen = [keep[i] for i in greedy_select(sub, b)]
+        if len(chosen) < b:
+            return chosen, False
+        if consistent is None:
+            return chosen, True
+        ok = consistent(dirs.columns[chosen], dirs.zeros[chosen]).tolist()
+        if all(ok):
+            return chosen, True
+        banned.add(min((i for i, good in zip(chosen, ok) if not good), key=lambda i: counts[i]))
 
 
 def independent_count(columns: list[torch.Tensor], tol: float = 1e-6) -> int:
@@ -203,16 +240,25 @@ def recover_inputs(fact: Factorization, columns: torch.Tensor) -> tuple[torch.Te
     return xt, fact.left @ (qn * scales[None, :])
 
 
-def expected_proposals(zero_counts: list[int], active: int, b: int) -> float:
-    """Expected proposals until every sample has been drawn once (Poissonized coupon collector):
-    sample i is found by a draw of b-1 rows (with replacement) all among its zero rows with
-    probability p_i = (z_i / m_a)^(b-1); E = integral_0^inf 1 - prod_i (1 - exp(-p_i t)) dt."""
+def hit_probability(zeros: int, active: int, b: int) -> float:
+    """Probability that one proposal (b-1 rows drawn with replacement, repeats discarded) lies
+    in a sample's `zeros` zero units out of `active`: z (z-1) ... (z-b+2) / active^(b-1)."""
+    if active <= 0:
+        return 0.0
+    return math.prod(max(zeros - k, 0) / active for k in range(b - 1))
+
+
+def expected_proposals(zero_counts: list[int], active: int, b: int, factors: list[float] | None = None) -> float:
+    """Expected proposals until every sample has been drawn once (Poissonized coupon collector
+    over the `hit_probability` p_i, times `factors[i]`, the fraction of its hits that pin its
+    direction down): E = integral_0^inf 1 - prod_i (1 - exp(-p_i t)) dt."""
     if b == 1:
         return 0.0
-    p = [(z / active) ** (b - 1) if active else 0.0 for z in zero_counts]
+    p = [hit_probability(z, active, b) * (1.0 if factors is None else f) for z, f in
+         zip(zero_counts, factors or [1.0] * len(zero_counts))]
     if min(p) <= 0:
         return math.inf
-    # substitute t = u / min(p): the integrand falls off as exp(-u), 2000 steps to u = 60
+    # substitute t = u / min(p): the integrand falls off as exp(-u)
     scale = 1 / min(p)
     total, steps, top = 0.0, 4000, 60.0 + math.log(len(p))
     for k in range(steps):
@@ -221,8 +267,10 @@ def expected_proposals(zero_counts: list[int], active: int, b: int) -> float:
     return total * top / steps * scale
 
 
-def success_probability(zero_counts: list[int], active: int, b: int, budget: int) -> float:
-    """Probability that `budget` proposals draw every sample at least once."""
+def success_probability(zero_counts: list[int], active: int, b: int, budget: int,
+                        factors: list[float] | None = None) -> float:
+    """Probability that `budget` proposals draw every sample at least once (`factors` as above)."""
     if b == 1:
         return 1.0
-    return math.prod(1 - (1 - (z / active) ** (b - 1)) ** budget for z in zero_counts) if active else 0.0
+    factors = factors or [1.0] * len(zero_counts)
+    return math.prod(1 - (1 - hit_probability(z, active, b) * f) ** budget for z, f in zip(zero_counts, factors))
