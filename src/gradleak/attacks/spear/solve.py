@@ -22,6 +22,7 @@ more than one dimension (rows zero for two samples at once); a row is zero when
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -38,6 +39,7 @@ class Factorization:
     right: torch.Tensor  # (b, n + 1) float64
     singular: torch.Tensor  # the leading singular values (up to b + 1)
     active: torch.Tensor  # (m_a,) indices of units whose gradient row is nonzero
+    noise: float = 0.0  # RMS of G's entries beyond rank b: the noise floor of L's entries
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ def factorize(weight_grad: torch.Tensor, bias_grad: torch.Tensor, b: int, *, ran
     active = (row_norm > 1e-12 * row_norm.max()).nonzero().squeeze(1)
     left = torch.zeros_like(u[:, :b])
     left[active] = u[active, :b] * s[:b]  # dead units' rows are exactly zero, not SVD round-off
-    return Factorization(left, vh[:b], s[: b + 1], active)
+    rest = float((g[active] - left[active] @ vh[:b]).pow(2).sum())  # directly: a difference of squares cancels
+    dof = max(active.numel() * g.shape[1] - b * (active.numel() + g.shape[1]), 1)
+    return Factorization(left, vh[:b], s[: b + 1], active, math.sqrt(rest / dof))
 
 
 def _truncated_svd(g: torch.Tensor, b: int, oversample: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,10 +90,10 @@ def _truncated_svd(g: torch.Tensor, b: int, oversample: int = 8) -> tuple[torch.
     return basis @ u, s, vh
 
 
-def zero_rows(left: torch.Tensor, q: torch.Tensor, zero_tol: float) -> torch.Tensor:
-    """(k, m) bool: |L_j q| <= zero_tol |L_j| |q| for each column of q (b, k)."""
+def zero_rows(left: torch.Tensor, q: torch.Tensor, zero_tol: float, floor: float = 0.0) -> torch.Tensor:
+    """(k, m) bool: |L_j q| <= zero_tol |L_j| |q| + floor |q| for each column of q (b, k)."""
     scale = left.norm(dim=1)[:, None] * q.norm(dim=0)[None, :]
-    return ((left @ q).abs() <= zero_tol * scale).T
+    return ((left @ q).abs() <= zero_tol * scale + floor * q.norm(dim=0)[None, :]).T
 
 
 def propose(left_active: torch.Tensor, count: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +111,7 @@ def propose(left_active: torch.Tensor, count: int, gen: torch.Generator) -> tupl
     return q, rows
 
 
-def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 1e3) -> torch.Tensor | None:
+def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 30.0) -> torch.Tensor | None:
     """Smallest right singular vector of L on the rows `zeros`; None when the rows leave
     more than one null direction (their two smallest singular values within `gap`)."""
     b = left.shape[1]
@@ -124,9 +128,12 @@ def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 1e3) -> torc
 
 
 def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget: int, chunk: int,
-                    zero_tol: float, min_zeros: int, consistent: Consistency | None = None) -> Directions:
+                    zero_tol: float, min_zeros: int, consistent: Consistency | None = None,
+                    noise_sigmas: float = 4.0, deadline: float | None = None) -> Directions:
     """Draw proposals in chunks (growing to `chunk`) until `select` finds `b` directions that
-    pass `consistent` (or just `b` independent ones without it), or `budget` proposals are spent.
+    pass `consistent` (or just `b` independent ones without it), or `budget` proposals are spent,
+    or `deadline` (time.perf_counter()) passes. A zero is |L_j q| <= zero_tol |L_j| plus
+    `noise_sigmas` times the update's noise floor (`Factorization.noise`).
 
     A proposal is kept when L q is zero on at least `min_zeros` units and, without the rows it
     was drawn from, those zeros still pin q down (a one-dimensional null space). The second test
@@ -136,26 +143,29 @@ def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget
     """
     left = fact.left
     m = left.shape[0]
+    floor = noise_sigmas * fact.noise  # a zero of dL/dZ is only as zero as the noise lets it be
     if b == 1:
         q = torch.ones(1, 1, dtype=left.dtype, device=left.device)
-        return Directions(q, zero_rows(left, q, zero_tol), 0, (0,), consistent is None or bool(
-            consistent(q, zero_rows(left, q, zero_tol)).all()))
+        zeros = zero_rows(left, q, zero_tol, floor)
+        return Directions(q, zeros, 0, (0,), consistent is None or bool(consistent(q, zeros).all()))
     left_active = left[fact.active]
-    unit_active = left_active / left_active.norm(dim=1, keepdim=True)
+    norms = left_active.norm(dim=1, keepdim=True)
+    unit_active = left_active / norms
+    tol_active = zero_tol + floor / norms  # (m_a, 1): the zero test on unit rows
     m_a = left_active.shape[0]
     probe = None if m_a <= 128 or min_zeros < 8 else torch.randperm(m_a, generator=gen, device=left.device)[:96]
     found: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
     drawn, size, new_since = 0, min(chunk, 512), 0
-    while drawn < budget:
+    while drawn < budget and (deadline is None or time.perf_counter() < deadline):
         count = min(size, budget - drawn)
         size = min(chunk, size * 2)
         q, rows = propose(left_active, count, gen)
         drawn += count
         if probe is not None:  # a cheap look at a few rows first: a sample's direction zeroes ~half of them
-            looks = (unit_active[probe] @ q.T).abs() <= zero_tol  # NaN proposals compare False: no zeros
+            looks = (unit_active[probe] @ q.T).abs() <= tol_active[probe]  # NaN proposals compare False
             keep = looks.sum(dim=0) >= 4
             q, rows = q[keep], rows[keep]
-        pattern = (unit_active @ q.T).abs().T <= zero_tol
+        pattern = ((unit_active @ q.T).abs() <= tol_active).T
         sparse = pattern.sum(dim=1) >= min_zeros
         if not bool(sparse.any()):
             continue
@@ -164,13 +174,15 @@ def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget
         index = torch.arange(inverse.numel(), device=q.device)
         first = torch.full((int(inverse.max()) + 1,), inverse.numel(), dtype=torch.long, device=q.device)
         first = first.scatter_reduce(0, inverse, index, reduce="amin")  # the first proposal of each zero pattern
+        # the sparsest patterns first, a bounded number per chunk (noisy updates make every pattern new)
+        first = first[pattern[first].sum(dim=1).argsort(descending=True)[:512]]
         for cand, drawn_rows in zip(q[first], rows[first]):
-            z = zero_rows(left, cand[:, None], zero_tol)[0]
+            z = zero_rows(left, cand[:, None], zero_tol, floor)[0]
             z[fact.active[drawn_rows]] = False
             fine = refine(left, z)
             if fine is None:
                 continue
-            z = zero_rows(left, fine[:, None], zero_tol)[0]
+            z = zero_rows(left, fine[:, None], zero_tol, floor)[0]
             key = z.cpu().numpy().tobytes()
             if key not in found and int(z[fact.active].sum()) >= min_zeros:
                 found[key] = (fine, z)
