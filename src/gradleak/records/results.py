@@ -17,8 +17,8 @@ from gradleak.records.verdict import LeakVerdict
 class SampleCertificate:
     """An exact attack's check of one recovered sample (SPEAR): with its label, the sample
     reproduces its own column of the layer's output gradient to `residual` (relative, after
-    one scale common to the batch), and its forward pass switches on exactly the units that
-    column uses (`pattern_mismatches` units disagree). `certified` when residual <= `tolerance`
+    one scale common to the batch), and its forward pass switches off no unit where that
+    column is nonzero (`pattern_mismatches` units do). `certified` when residual <= `tolerance`
     and no unit disagrees."""
 
     residual: float

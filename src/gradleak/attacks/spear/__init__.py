@@ -11,9 +11,10 @@ from gradleak.attacks.spear.solve import (
     factorize,
     find_directions,
     greedy_select,
+    hit_probability,
     recover_inputs,
     success_probability,
 )
 
 __all__ = ["Directions", "Factorization", "Spear", "check_spear_layer", "expected_proposals", "factorize",
-           "find_directions", "greedy_select", "output_gradients", "recover_inputs", "success_probability"]
+           "find_directions", "greedy_select", "hit_probability", "output_gradients", "recover_inputs", "success_probability"]

@@ -33,7 +33,6 @@ from gradleak.attacks.engine.restarts import known_or_inferred_labels
 from gradleak.attacks.spear.solve import (
     factorize,
     find_directions,
-    greedy_select,
     recover_inputs,
 )
 from gradleak.checks import check_choice, check_positive_float, check_positive_int
@@ -100,6 +99,17 @@ def output_gradients(model: nn.Module, layer: nn.Module, x: torch.Tensor, labels
     return grad.detach()
 
 
+def pattern_mismatches(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, zeros: torch.Tensor,
+                       tol: float) -> torch.Tensor:
+    """Per sample (rows of `xt`), the units it switches off (z < 0 by more than `tol`, relative)
+    where its gradient column (`zeros`, (B, m): where it is zero) is not zero: an off ReLU passes
+    no gradient, so each such unit proves the sample wrong. (The converse, an active unit with a
+    gradient below the zero tolerance, can happen by chance; the residual covers those units.)"""
+    z = xt @ weight.T + bias  # (B, m)
+    margin = tol * (weight.norm(dim=1)[None, :] * xt.norm(dim=1)[:, None] + bias.abs()[None, :])
+    return ((z < -margin) & ~zeros).sum(dim=1)
+
+
 def candidate_classes(model: nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad():
         outputs = model(x[:1]).shape[1]
@@ -133,6 +143,11 @@ class Spear(Attack):
         certify_tol: residual a certified sample stays below (None: 1e-7 in float64, 1e-3 in float32).
         labels: "layer" (per-sample match, default) or "last-layer" (`label_rule`'s multiset).
         label_rule: the last-layer rule (`LABEL_RULES`) when labels="last-layer".
+        max_seconds: wall-clock budget for the sampling (None: only `budget` bounds it).
+
+    A zero of dL/dZ is tested against zero_tol and 4x the update's noise floor (the RMS of
+    [dW | db] beyond rank B), so small noise on the update is tolerated
+    (experiments/spear/noise.py).
     """
 
     name = "spear"
@@ -140,8 +155,9 @@ class Spear(Attack):
 
     def __init__(self, *, budget: int = 2_000_000, chunk: int = 8192, zero_tol: float | None = None,
                  min_zeros: int | None = None, certify_tol: float | None = None, labels: str = "layer",
-                 label_rule: str = "auto") -> None:
+                 label_rule: str = "auto", max_seconds: float | None = None) -> None:
         self.budget = check_positive_int("budget", budget)
+        self.max_seconds = None if max_seconds is None else check_positive_float("max_seconds", max_seconds)
         self.chunk = check_positive_int("chunk", chunk)
         self.zero_tol = None if zero_tol is None else check_positive_float("zero_tol", zero_tol)
         self.min_zeros = None if min_zeros is None else check_positive_int("min_zeros", min_zeros)
@@ -165,9 +181,18 @@ class Spear(Attack):
         fact = factorize(dw, db, b)
         min_zeros = b - 1 + (self.min_zeros or max(2, math.ceil(0.01 * fact.active.numel())))
         gen = generator(dw.device, seed)
+        weight, bias = (dict(model.named_parameters())[prefix + k].detach().double() for k in ("weight", "bias"))
+
+        allowed = int(0.01 * fact.active.numel())  # a noisy update blurs a few units near the kink
+
+        def consistent(columns: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+            xt, _ = recover_inputs(fact, columns)
+            return pattern_mismatches(xt, weight, bias, zeros, certify_tol) <= allowed
+
         directions = find_directions(fact, b, gen, budget=self.budget, chunk=self.chunk, zero_tol=zero_tol,
-                                     min_zeros=min_zeros)
-        chosen = greedy_select(directions, b)
+                                     min_zeros=min_zeros, consistent=consistent,
+                                     deadline=None if self.max_seconds is None else start + self.max_seconds)
+        chosen = list(directions.chosen)
         columns = directions.columns[chosen]
         zeros = directions.zeros[chosen]
         if len(chosen) < b:  # complete the basis so that a batch still comes out; none of it is certified
@@ -196,7 +221,9 @@ class Spear(Attack):
                    f"{certify_tol:g}, worst {max(c.residual for c in certs):.1e}; ReLU pattern mismatches "
                    f"{sum(c.pattern_mismatches for c in certs)})",)
             + (() if len(chosen) == b else (f"spear found {len(chosen)} of {b} directions in "
-                                            f"{directions.proposals} proposals; raise budget",)))
+                                            f"{directions.proposals} proposals; raise budget",))
+            + (() if directions.consistent or len(chosen) < b else
+               ("spear's selection failed the forward-pass check within the budget",)))
 
     def _certify(self, work, layer, data, d, zeros, problem, knowledge, tol, fedavg):
         """Labels and one certificate per sample (see `SampleCertificate`)."""
@@ -222,11 +249,9 @@ class Spear(Attack):
             scale = float(per_sample.median())  # one wrong sample does not move it
         residual = ((scale * pred - target).norm(dim=1) / target.norm(dim=1).clamp_min(1e-300)).tolist()
         with torch.no_grad():
-            z = layer(x.reshape(b, -1)).double()  # (B, m)
-            margin = tol * (layer.weight.double().norm(dim=1)[None, :] * x.reshape(b, -1).double().norm(dim=1)[:, None]
-                            + layer.bias.double().abs()[None, :])
-        disagree = ((z > 0) != ~zeros) & (z.abs() > margin)
+            mismatches = pattern_mismatches(x.reshape(b, -1).double(), layer.weight.detach().double(),
+                                            layer.bias.detach().double(), zeros, tol)
         certs = [SampleCertificate(residual=float(r), pattern_mismatches=int(n), tolerance=tol,
                                    certified=bool(r <= tol and n == 0))
-                 for r, n in zip(residual, disagree.sum(dim=1).tolist())]
+                 for r, n in zip(residual, mismatches.tolist())]
         return torch.tensor(chosen, dtype=torch.long, device=x.device), certs

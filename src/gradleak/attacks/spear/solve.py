@@ -22,7 +22,9 @@ more than one dimension (rows zero for two samples at once); a row is zero when
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -37,15 +39,22 @@ class Factorization:
     right: torch.Tensor  # (b, n + 1) float64
     singular: torch.Tensor  # the leading singular values (up to b + 1)
     active: torch.Tensor  # (m_a,) indices of units whose gradient row is nonzero
+    noise: float = 0.0  # RMS of G's entries beyond rank b: the noise floor of L's entries
 
 
 @dataclass(frozen=True)
 class Directions:
-    """Accepted directions (unit columns) with the units each one zeroes."""
+    """Accepted directions (unit columns) with the units each one zeroes, and the b chosen."""
 
     columns: torch.Tensor  # (k, b) float64, unit norm
     zeros: torch.Tensor  # (k, m) bool: units where L q is zero
     proposals: int  # proposals drawn to find them
+    chosen: tuple[int, ...] = ()  # the selection (`select`); fewer than b when none was found
+    consistent: bool = False  # the selection passed the consistency check
+
+
+# per chosen direction: does the sample it yields switch on exactly the units its column uses?
+Consistency = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def factorize(weight_grad: torch.Tensor, bias_grad: torch.Tensor, b: int, *, rank_tol: float = 1e-9) -> Factorization:
@@ -61,7 +70,9 @@ def factorize(weight_grad: torch.Tensor, bias_grad: torch.Tensor, b: int, *, ran
     active = (row_norm > 1e-12 * row_norm.max()).nonzero().squeeze(1)
     left = torch.zeros_like(u[:, :b])
     left[active] = u[active, :b] * s[:b]  # dead units' rows are exactly zero, not SVD round-off
-    return Factorization(left, vh[:b], s[: b + 1], active)
+    rest = float((g[active] - left[active] @ vh[:b]).pow(2).sum())  # directly: a difference of squares cancels
+    dof = max(active.numel() * g.shape[1] - b * (active.numel() + g.shape[1]), 1)
+    return Factorization(left, vh[:b], s[: b + 1], active, math.sqrt(rest / dof))
 
 
 def _truncated_svd(g: torch.Tensor, b: int, oversample: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -79,10 +90,10 @@ def _truncated_svd(g: torch.Tensor, b: int, oversample: int = 8) -> tuple[torch.
     return basis @ u, s, vh
 
 
-def zero_rows(left: torch.Tensor, q: torch.Tensor, zero_tol: float) -> torch.Tensor:
-    """(k, m) bool: |L_j q| <= zero_tol |L_j| |q| for each column of q (b, k)."""
+def zero_rows(left: torch.Tensor, q: torch.Tensor, zero_tol: float, floor: float = 0.0) -> torch.Tensor:
+    """(k, m) bool: |L_j q| <= zero_tol |L_j| |q| + floor |q| for each column of q (b, k)."""
     scale = left.norm(dim=1)[:, None] * q.norm(dim=0)[None, :]
-    return ((left @ q).abs() <= zero_tol * scale).T
+    return ((left @ q).abs() <= zero_tol * scale + floor * q.norm(dim=0)[None, :]).T
 
 
 def propose(left_active: torch.Tensor, count: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +111,7 @@ def propose(left_active: torch.Tensor, count: int, gen: torch.Generator) -> tupl
     return q, rows
 
 
-def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 1e3) -> torch.Tensor | None:
+def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 30.0) -> torch.Tensor | None:
     """Smallest right singular vector of L on the rows `zeros`; None when the rows leave
     more than one null direction (their two smallest singular values within `gap`)."""
     b = left.shape[1]
@@ -117,9 +128,12 @@ def refine(left: torch.Tensor, zeros: torch.Tensor, *, gap: float = 1e3) -> torc
 
 
 def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget: int, chunk: int,
-                    zero_tol: float, min_zeros: int) -> Directions:
-    """Draw proposals in chunks (growing to `chunk`) until `b` independent sparse directions are
-    found or `budget` proposals are spent.
+                    zero_tol: float, min_zeros: int, consistent: Consistency | None = None,
+                    noise_sigmas: float = 4.0, deadline: float | None = None) -> Directions:
+    """Draw proposals in chunks (growing to `chunk`) until `select` finds `b` directions that
+    pass `consistent` (or just `b` independent ones without it), or `budget` proposals are spent,
+    or `deadline` (time.perf_counter()) passes. A zero is |L_j q| <= zero_tol |L_j| plus
+    `noise_sigmas` times the update's noise floor (`Factorization.noise`).
 
     A proposal is kept when L q is zero on at least `min_zeros` units and, without the rows it
     was drawn from, those zeros still pin q down (a one-dimensional null space). The second test
@@ -129,25 +143,29 @@ def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget
     """
     left = fact.left
     m = left.shape[0]
+    floor = noise_sigmas * fact.noise  # a zero of dL/dZ is only as zero as the noise lets it be
     if b == 1:
         q = torch.ones(1, 1, dtype=left.dtype, device=left.device)
-        return Directions(q, zero_rows(left, q, zero_tol), 0)
+        zeros = zero_rows(left, q, zero_tol, floor)
+        return Directions(q, zeros, 0, (0,), consistent is None or bool(consistent(q, zeros).all()))
     left_active = left[fact.active]
-    unit_active = left_active / left_active.norm(dim=1, keepdim=True)
+    norms = left_active.norm(dim=1, keepdim=True)
+    unit_active = left_active / norms
+    tol_active = zero_tol + floor / norms  # (m_a, 1): the zero test on unit rows
     m_a = left_active.shape[0]
     probe = None if m_a <= 128 or min_zeros < 8 else torch.randperm(m_a, generator=gen, device=left.device)[:96]
     found: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-    drawn, size = 0, min(chunk, 512)
-    while drawn < budget:
+    drawn, size, new_since = 0, min(chunk, 512), 0
+    while drawn < budget and (deadline is None or time.perf_counter() < deadline):
         count = min(size, budget - drawn)
         size = min(chunk, size * 2)
         q, rows = propose(left_active, count, gen)
         drawn += count
         if probe is not None:  # a cheap look at a few rows first: a sample's direction zeroes ~half of them
-            looks = (unit_active[probe] @ q.T).abs() <= zero_tol  # NaN proposals compare False: no zeros
+            looks = (unit_active[probe] @ q.T).abs() <= tol_active[probe]  # NaN proposals compare False
             keep = looks.sum(dim=0) >= 4
             q, rows = q[keep], rows[keep]
-        pattern = (unit_active @ q.T).abs().T <= zero_tol
+        pattern = ((unit_active @ q.T).abs() <= tol_active).T
         sparse = pattern.sum(dim=1) >= min_zeros
         if not bool(sparse.any()):
             continue
@@ -156,23 +174,54 @@ def find_directions(fact: Factorization, b: int, gen: torch.Generator, *, budget
         index = torch.arange(inverse.numel(), device=q.device)
         first = torch.full((int(inverse.max()) + 1,), inverse.numel(), dtype=torch.long, device=q.device)
         first = first.scatter_reduce(0, inverse, index, reduce="amin")  # the first proposal of each zero pattern
+        # the sparsest patterns first, a bounded number per chunk (noisy updates make every pattern new)
+        first = first[pattern[first].sum(dim=1).argsort(descending=True)[:512]]
         for cand, drawn_rows in zip(q[first], rows[first]):
-            z = zero_rows(left, cand[:, None], zero_tol)[0]
+            z = zero_rows(left, cand[:, None], zero_tol, floor)[0]
             z[fact.active[drawn_rows]] = False
             fine = refine(left, z)
             if fine is None:
                 continue
-            z = zero_rows(left, fine[:, None], zero_tol)[0]
+            z = zero_rows(left, fine[:, None], zero_tol, floor)[0]
             key = z.cpu().numpy().tobytes()
             if key not in found and int(z[fact.active].sum()) >= min_zeros:
                 found[key] = (fine, z)
-        if len(found) >= b and independent_count([v[0] for v in found.values()]) >= b:
-            break
+        if len(found) >= b and independent_count([v[0] for v in found.values()]) >= b and new_since < len(found):
+            new_since = len(found)
+            dirs = _stack(found, drawn)
+            chosen, ok = select(dirs, b, consistent)
+            if ok:
+                return replace(dirs, chosen=tuple(chosen), consistent=True)
     if not found:
         return Directions(left.new_zeros(0, b), torch.zeros(0, m, dtype=torch.bool, device=left.device), drawn)
-    cols = torch.stack([v[0] for v in found.values()])
-    zeros = torch.stack([v[1] for v in found.values()])
-    return Directions(cols, zeros, drawn)
+    dirs = _stack(found, drawn)
+    chosen, ok = select(dirs, b, consistent)
+    return replace(dirs, chosen=tuple(chosen), consistent=ok)
+
+
+def _stack(found: dict, drawn: int) -> Directions:
+    return Directions(torch.stack([v[0] for v in found.values()]), torch.stack([v[1] for v in found.values()]), drawn)
+
+
+def select(dirs: Directions, b: int, consistent: Consistency | None) -> tuple[list[int], bool]:
+    """`greedy_select`, then, while the check fails for some chosen direction, ban the least sparse
+    failing one and select again. Mixtures of samples can be sparse too (dense rows of dL/dZ span
+    only as many dimensions as the loss has classes); the forward pass tells them apart: the
+    samples a wrong selection yields switch on other units than their columns use."""
+    banned: set[int] = set()
+    counts = dirs.zeros.sum(dim=1).tolist()
+    while True:
+        keep = [i for i in range(dirs.columns.shape[0]) if i not in banned]
+        sub = Directions(dirs.columns[keep], dirs.zeros[keep], dirs.proposals)
+        chosen = [keep[i] for i in greedy_select(sub, b)]
+        if len(chosen) < b:
+            return chosen, False
+        if consistent is None:
+            return chosen, True
+        ok = consistent(dirs.columns[chosen], dirs.zeros[chosen]).tolist()
+        if all(ok):
+            return chosen, True
+        banned.add(min((i for i, good in zip(chosen, ok) if not good), key=lambda i: counts[i]))
 
 
 def independent_count(columns: list[torch.Tensor], tol: float = 1e-6) -> int:
@@ -203,16 +252,25 @@ def recover_inputs(fact: Factorization, columns: torch.Tensor) -> tuple[torch.Te
     return xt, fact.left @ (qn * scales[None, :])
 
 
-def expected_proposals(zero_counts: list[int], active: int, b: int) -> float:
-    """Expected proposals until every sample has been drawn once (Poissonized coupon collector):
-    sample i is found by a draw of b-1 rows (with replacement) all among its zero rows with
-    probability p_i = (z_i / m_a)^(b-1); E = integral_0^inf 1 - prod_i (1 - exp(-p_i t)) dt."""
+def hit_probability(zeros: int, active: int, b: int) -> float:
+    """Probability that one proposal (b-1 rows drawn with replacement, repeats discarded) lies
+    in a sample's `zeros` zero units out of `active`: z (z-1) ... (z-b+2) / active^(b-1)."""
+    if active <= 0:
+        return 0.0
+    return math.prod(max(zeros - k, 0) / active for k in range(b - 1))
+
+
+def expected_proposals(zero_counts: list[int], active: int, b: int, factors: list[float] | None = None) -> float:
+    """Expected proposals until every sample has been drawn once (Poissonized coupon collector
+    over the `hit_probability` p_i, times `factors[i]`, the fraction of its hits that pin its
+    direction down): E = integral_0^inf 1 - prod_i (1 - exp(-p_i t)) dt."""
     if b == 1:
         return 0.0
-    p = [(z / active) ** (b - 1) if active else 0.0 for z in zero_counts]
+    p = [hit_probability(z, active, b) * (1.0 if factors is None else f) for z, f in
+         zip(zero_counts, factors or [1.0] * len(zero_counts))]
     if min(p) <= 0:
         return math.inf
-    # substitute t = u / min(p): the integrand falls off as exp(-u), 2000 steps to u = 60
+    # substitute t = u / min(p): the integrand falls off as exp(-u)
     scale = 1 / min(p)
     total, steps, top = 0.0, 4000, 60.0 + math.log(len(p))
     for k in range(steps):
@@ -221,8 +279,10 @@ def expected_proposals(zero_counts: list[int], active: int, b: int) -> float:
     return total * top / steps * scale
 
 
-def success_probability(zero_counts: list[int], active: int, b: int, budget: int) -> float:
-    """Probability that `budget` proposals draw every sample at least once."""
+def success_probability(zero_counts: list[int], active: int, b: int, budget: int,
+                        factors: list[float] | None = None) -> float:
+    """Probability that `budget` proposals draw every sample at least once (`factors` as above)."""
     if b == 1:
         return 1.0
-    return math.prod(1 - (1 - (z / active) ** (b - 1)) ** budget for z in zero_counts) if active else 0.0
+    factors = factors or [1.0] * len(zero_counts)
+    return math.prod(1 - (1 - hit_probability(z, active, b) * f) ** budget for z, f in zip(zero_counts, factors))
