@@ -96,3 +96,27 @@ def test_default_settings_keep_their_sweep_cell_keys():
     swept = make_cell({**TINY, "clients": 4, "secure_aggregation": True}, {"clients": 4}, ("psnr",), "cell")
     assert swept.key != plain.key and swept.settings["clients"] == 4
     assert AuditConfig(**TINY, clients=4, secure_aggregation=True).samples_behind() == 8
+
+
+def test_fedavg_aggregate_is_the_weighted_sum_of_each_clients_local_training():
+    config = AuditConfig(**TINY, clients=2, secure_aggregation=True, protocol="fedavg", epochs=2,
+                         local_batch_size=1, partition="dirichlet", dirichlet_alpha=0.3)
+    case = load_case(DataSource("digits"), "mlp", seed=0)
+    training = config.training()
+    seen = observe_aggregate(config, case, case.model, training, config.defense(), torch.device("cpu"),
+                             defense_seed_of)
+    assert seen.update.local_steps == 4 and seen.update.num_samples == 4
+    x = case.normalization.normalize(seen.images)
+    parts = [simulate_client(case.model, x[2 * j:2 * j + 2], seen.labels[2 * j:2 * j + 2], training, seed=j)
+             for j in range(2)]
+    for i, a in enumerate(seen.update.tensors):
+        torch.testing.assert_close(a, (parts[0].tensors[i] + parts[1].tensors[i]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_one_client_under_secure_aggregation_is_the_single_client_audit():
+    from gradleak.pipelines.audit import run_audit
+
+    plain = run_audit(AuditConfig(**TINY))
+    summed = run_audit(AuditConfig(**TINY, secure_aggregation=True))
+    assert plain.result.metrics.psnr == summed.result.metrics.psnr
+    assert plain.result.settings["indices"] == summed.result.settings["indices"]
