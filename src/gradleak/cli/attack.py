@@ -58,6 +58,14 @@ def add_parser(sub) -> None:
     g.add_argument("--dp-noise", type=float, help=deprecated("--dp-noise", "--defense dpsgd:noise_multiplier=X"))
     g.add_argument("--dp-clip", type=float, help=deprecated("--dp-clip", "--defense dpsgd:...,max_grad_norm=C"))
     g.add_argument("--dp-delta", type=float, help=deprecated("--dp-delta", "--defense dpsgd:...,delta=D"))
+    g = p.add_argument_group("secure aggregation")
+    g.add_argument("--clients", type=int,
+                   help="N clients, each with its own --batch-size samples from its share of the data; the server "
+                        "observes only their sum (needs --secure-aggregation; default 1)")
+    g.add_argument("--secure-aggregation", action="store_true", default=None,
+                   help="the server sees only the FedAvg-weighted sum of the clients' (defended) updates")
+    g.add_argument("--partition", choices=["iid", "dirichlet"], help="how the data is split among the clients")
+    g.add_argument("--dirichlet-alpha", type=float, help="label skew of --partition dirichlet (default 0.5)")
     g = p.add_argument_group("server")
     g.add_argument("--server", metavar="SPEC",
                    help="what the server sends: honest (default) or a malicious server such as imprint:bins=128 "
@@ -147,7 +155,7 @@ def say_expected(config) -> None:
     from gradleak.cli.render import console
 
     behaviour = config.server_behaviour()
-    n = config.batch_size if config.indices is None else len(config.indices)
+    n = config.samples_behind()
     expected = behaviour.expected(n)
     if expected is None:
         console.print(f"server {behaviour.spec()}: no closed-form expectation")

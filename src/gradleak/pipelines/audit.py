@@ -23,6 +23,7 @@ from gradleak.devices import resolve_device
 from gradleak.errors import GradleakError
 from gradleak.metrics import score_reconstruction
 from gradleak.pipelines.config import AuditConfig
+from gradleak.pipelines.secagg import observe_aggregate, per_client
 from gradleak.records import (
     AttackerKnowledge,
     AuditResult,
@@ -90,7 +91,7 @@ def build_server(config: AuditConfig, case) -> ServerModel:
     device = next((p.device for p in case.model.parameters()), torch.device("cpu"))
     server = behaviour.build(case.model, case.input_shape, seed=config.seed,
                              public=None if public is None else public.to(device))
-    expected = server.expected(config.batch_size if config.indices is None else len(config.indices))
+    expected = server.expected(config.samples_behind())
     if server.malicious:
         log.info("server %s: expected to recover %s", server.spec,
                  "no closed form" if expected is None else
@@ -117,20 +118,25 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     source = DataSource(config.dataset, config.data_root, config.download, config.image_size)
     case = load_case(source, config.model, split=config.split, model_options=config.model_options,
                      checkpoint=config.checkpoint, seed=config.seed, device=device)
-    indices = choose_indices(config, len(case.data))
-    images, labels = (t.to(device) for t in case.data.batch(indices))
     norm = case.normalization
-    x = norm.normalize(images)
     t1 = time.perf_counter()
 
     server = build_server(config, case)  # what the server sends; the client trains it unchanged
     model = server.model
     training = config.training()
-    update = simulate_client(model, x, labels, training, model_mode=config.model_mode, seed=config.seed)
     defense = config.defense()
     defense_seed = defense_seed_of(config.seed)
-    client = ClientBatch(model, x, labels, training, config.model_mode, config.seed)
-    update = defense.transform(update, seed=defense_seed, client=client)
+    observed = None
+    if config.clients == 1:
+        indices = choose_indices(config, len(case.data))
+        images, labels = (t.to(device) for t in case.data.batch(indices))
+        x = norm.normalize(images)
+        update = simulate_client(model, x, labels, training, model_mode=config.model_mode, seed=config.seed)
+        client = ClientBatch(model, x, labels, training, config.model_mode, config.seed)
+        update = defense.transform(update, seed=defense_seed, client=client)
+    else:  # the server observes only the secure aggregate of the clients' defended updates
+        observed = observe_aggregate(config, case, model, training, defense, device, defense_seed_of)
+        update, images, labels, indices = observed.update, observed.images, observed.labels, observed.indices
     t2 = time.perf_counter()
 
     knowledge = AttackerKnowledge(
@@ -156,6 +162,16 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
 
     settings = config.to_dict() | {"indices": indices, "local_steps": update.local_steps,
                                    "dataset_source": case.data.source, "device_used": str(device)}
+    notes = case.notes + server.notes + recon.notes
+    if observed is not None:
+        h = observed.holdings
+        settings |= {"samples_behind_update": h.total, "client_sizes": list(h.sizes),
+                     "client_of_sample": h.owner().tolist(),
+                     "recovered_40_per_client": per_client(scored.metrics.psnr, h, 40.0),
+                     "recovered_18_per_client": per_client(scored.metrics.psnr, h, 18.0)}
+        notes += (f"secure aggregation: the server observed only the {h.weighting} sum of {h.clients} clients' "
+                  f"updates ({h.total} samples: {' + '.join(map(str, h.sizes))}); metrics match the "
+                  "reconstructions against all of them",)
     result = AuditResult(
         settings=settings,
         assumptions=recon.assumptions,
@@ -176,7 +192,7 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
         defenses=update.defenses,
         privacy=update.privacy,
         gradient_mismatch=recon.gradient_mismatch,
-        notes=case.notes + server.notes + recon.notes,
+        notes=notes,
         server=server_outcome(server, scored.metrics.psnr) if config.server is not None else None,
     )
     predicted = None if scored.predicted_labels is None else scored.predicted_labels.cpu()

@@ -21,12 +21,14 @@ from gradleak.checks import (
     check_mapping,
     check_optional_seed,
     check_optional_str,
+    check_positive_float,
     check_positive_int,
     check_seed,
     check_str,
     fail,
 )
 from gradleak.data import DATASETS, SPLITS
+from gradleak.data.clients import PARTITIONS
 from gradleak.defenses import Chain, build_defense
 from gradleak.defenses.dpsgd import dp_spec
 from gradleak.devices import Speed, check_device_spec
@@ -72,6 +74,12 @@ class AuditConfig:
     tf32: bool = False  # TF32 products on GPUs that have them (faster; results differ from float32's)
     cudnn_benchmark: bool = False  # cuDNN picks algorithms per shape (faster; not bitwise reproducible)
     server: str | None = None  # what the server sends ("imprint:bins=128", ...; None: the honest global model)
+    # secure aggregation (`gradleak.pipelines.secagg`): clients > 1 clients, each its own batch_size samples
+    # from its share of the data (partition iid or dirichlet, as `gradleak flower`), the server sees only the sum
+    clients: int = 1
+    secure_aggregation: bool = False
+    partition: str = "iid"
+    dirichlet_alpha: float = 0.5
 
     def __post_init__(self) -> None:
         check_str("dataset", self.dataset)
@@ -120,6 +128,31 @@ class AuditConfig:
             raise GradleakError("knows_mask needs knows_defense: the masks belong to a known defense")
         if self.knows_defense and not self.defenses:
             raise GradleakError("knows_defense is set but no defense is applied; add defenses")
+        self._check_aggregation()
+
+    def _check_aggregation(self) -> None:
+        check_positive_int("clients", self.clients)
+        check_bool("secure_aggregation", self.secure_aggregation)
+        check_choice("partition", self.partition, PARTITIONS)
+        object.__setattr__(self, "dirichlet_alpha", check_positive_float("dirichlet_alpha", self.dirichlet_alpha))
+        if self.clients == 1:
+            return
+        if not self.secure_aggregation:
+            raise GradleakError(f"clients={self.clients} needs secure_aggregation=true: without it the server sees "
+                                "every client's update on its own, which is one single-client audit per client")
+        if self.indices is not None:
+            raise GradleakError("indices cannot be given with clients > 1: each client draws batch_size samples "
+                                "from its own share of the data (partition)")
+        if self.knows_defense or self.knows_mask:
+            raise GradleakError("knows_defense/knows_mask cannot be set with clients > 1: each client applies "
+                                "its defense with its own randomness before the sum, which no attack models")
+        if self.server_behaviour().name == "loki":
+            raise GradleakError("server loki with clients > 1 sends every client its own model: read it out with "
+                                "gradleak.attacks.loki.loki_readout (experiments/secagg/loki.py), not `attack`")
+
+    def samples_behind(self) -> int:
+        """How many samples are behind the update the server observes (all clients' together)."""
+        return self.clients * (self.batch_size if self.indices is None else len(self.indices))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "AuditConfig":
@@ -168,8 +201,13 @@ class AuditConfig:
         d["attack_options"] = dict(self.attack_options)
         d["defenses"] = list(self.defenses)
         d["metrics"] = list(self.metrics)
+        for name, default in AGGREGATION_DEFAULTS.items():  # absent at their defaults: earlier cells keep their keys
+            if d[name] == default:
+                del d[name]
         return d
 
+
+AGGREGATION_DEFAULTS = {"clients": 1, "secure_aggregation": False, "partition": "iid", "dirichlet_alpha": 0.5}
 
 # settings renamed in this release: old name -> what it became
 RENAMED = {"mode": "model_mode", "labels": "give_labels", "dp_noise_multiplier": "defenses",
