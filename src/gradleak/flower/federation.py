@@ -219,7 +219,6 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
         from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
         from flwr.serverapp import Grid, ServerApp
         from flwr.serverapp.strategy import FedAvg
-        from flwr.simulation import run_simulation
     except ImportError:
         raise GradleakError(f"the Flower federation needs Flower: {INSTALL_HINT}") from None
     from gradleak.attacks import ATTACKS
@@ -268,13 +267,22 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
         outcome["result"] = result
         outcome["audits"] = tuple(wrapped.audits) if audit else ()
 
+    history, final = simulate(server, client_app(fed), c.clients, c.rounds, outcome)
+    return FederationResult(c, history, outcome["audits"], final, time.perf_counter() - start, audit)
+
+
+def simulate(server_app, client_app, clients: int, rounds: int, outcome: dict) -> tuple[tuple[float, ...], dict]:
+    """Run a Flower simulation whose server app stores its result in `outcome["result"]`;
+    the accuracy after each round (round 0: the initial model) and the final weights."""
+    from flwr.simulation import run_simulation
+
     # Flower logs every round at INFO and warns about its own deprecations; our progress is the caller's
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     flwr_logger.setLevel(logging.ERROR)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray FutureWarning on CPU
     try:
-        run_simulation(server_app=server, client_app=client_app(fed), num_supernodes=c.clients,
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=clients,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"log_to_driver": False}})
     finally:
@@ -282,6 +290,5 @@ def run_federation(config: FederationConfig, *, audit: bool = True,
     if "result" not in outcome:
         raise GradleakError("the Flower simulation ended without a result (see the log above)")
     result = outcome["result"]
-    history = [float(result.evaluate_metrics_serverapp[r]["accuracy"]) for r in range(c.rounds + 1)]
-    final = {k: v.clone() for k, v in result.arrays.to_torch_state_dict().items()}
-    return FederationResult(c, tuple(history), outcome["audits"], final, time.perf_counter() - start, audit)
+    history = tuple(float(result.evaluate_metrics_serverapp[r]["accuracy"]) for r in range(rounds + 1))
+    return history, {k: v.clone() for k, v in result.arrays.to_torch_state_dict().items()}

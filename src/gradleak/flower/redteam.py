@@ -184,16 +184,14 @@ def run_red_team(config, *, server: ServerBehaviour | str, rounds: Iterable[int]
     """`gradleak.flower.run_federation`'s federation with `server` sent in `rounds`, every
     audited client's update attacked with `attack`, and (with `client_check`) every client
     running `check_mod` before it trains."""
-    import os
     import time
 
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
     from flwr.serverapp.strategy import FedAvg
-    from flwr.simulation import run_simulation
 
     from gradleak.attacks import ATTACKS
-    from gradleak.flower.federation import FederationResult, _ordered, build_federation, client_app
+    from gradleak.flower.federation import FederationResult, _ordered, build_federation, client_app, simulate
     from gradleak.flower.records import AuditSchedule
     from gradleak.flower.strategy import LeakageAudit
     from gradleak.metrics import test_accuracy
@@ -246,22 +244,8 @@ def run_red_team(config, *, server: ServerBehaviour | str, rounds: Iterable[int]
         outcome["audits"] = tuple(audit.audits)
         outcome["refusals"] = tuple(red.refusals)
 
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    try:
-        run_simulation(server_app=server_app, client_app=app, num_supernodes=c.clients,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                       "init_args": {"log_to_driver": False}})
-    finally:
-        flwr_logger.setLevel(level)
-    if "result" not in outcome:
-        raise GradleakError("the Flower simulation ended without a result (see the log above)")
-    result = outcome["result"]
-    history = [float(result.evaluate_metrics_serverapp[r]["accuracy"]) for r in range(c.rounds + 1)]
-    final = {k: v.clone() for k, v in result.arrays.to_torch_state_dict().items()}
-    return RedTeamResult(FederationResult(c, tuple(history), outcome["audits"], final, time.perf_counter() - start,
+    history, final = simulate(server_app, app, c.clients, c.rounds, outcome)
+    return RedTeamResult(FederationResult(c, history, outcome["audits"], final, time.perf_counter() - start,
                                           True), outcome["refusals"])
 
 
