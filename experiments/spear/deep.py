@@ -72,8 +72,9 @@ def one(kind: str, b: int, seed: int, iterations: int) -> dict:
 
 def summary(path: str) -> None:
     cells: dict[tuple, list[dict]] = defaultdict(list)
-    for line in open(path):
-        r = json.loads(line)
+    with open(path) as lines:
+        rows = [json.loads(line) for line in lines]
+    for r in rows:
         cells[(r["net"], r["batch"], r["iterations"])].append(r)
     print("| net | B | stage-2 steps | batches with exact features | certified rows | stage-2 feature loss (max) | "
           "image PSNR mean (min) | random image PSNR | s per batch |")

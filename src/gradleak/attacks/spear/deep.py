@@ -174,8 +174,8 @@ class SpearDeep(Spear):
             restart_statuses=("ok" if exact else "partial",), restart_mode="sequential",
             certificates=tuple(certs),
             notes=(stage1, stage2) + (() if len(sol.chosen) == b else
-                                      (f"spear-deep found {len(sol.chosen)} of {b} directions in "
-                                       f"{sol.directions.proposals} proposals; raise budget",)))
+                                      ((f"spear-deep found {len(sol.chosen)} of {b} directions in "
+                                        f"{sol.directions.proposals} proposals; raise budget"),)))
 
     def _invert(self, work: nn.Module, layer: nn.Module, features: torch.Tensor, knowledge: AttackerKnowledge,
                 seed: int) -> tuple[torch.Tensor, list[float]]:
