@@ -91,6 +91,12 @@ def _fished():  # a malicious server's class fishing on the tiny LeNet's last la
     from gradleak.server import parse_server
 
     return parse_server("fishing:target=2").build(_conv(), (3, 8, 8), seed=0).model
+def _conv_fc():  # conv -> flatten -> FC ReLU -> FC: spear-deep's kind of network
+    torch.manual_seed(6)
+    return nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 8 * 8, 16), nn.ReLU(),
+                         nn.Linear(16, 4))
+
+
 def _latent_generator():  # a tiny DCGAN making the 3x8x8 images the cases attack
     from gradleak.generators import DCGANGenerator
 
@@ -110,6 +116,7 @@ ATTACK_CASES = {
     "analytic-fc": (_fc, {}),
     "rgap": (_chain, {}),
     "spear": (_fc, {}),
+    "spear-deep": (_conv_fc, {"iterations": 5}),
     "imprint": (_imprinted, {}),
     "trap": (_trapped, {}),
     "dimitrov": (_conv, {"iterations": 3, "restarts": 2}),

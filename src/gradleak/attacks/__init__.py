@@ -18,6 +18,7 @@ from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.imprint import ImprintReadout
 from gradleak.attacks.rgap import RGAP
 from gradleak.attacks.spear import Spear
+from gradleak.attacks.spear.deep import SpearDeep
 from gradleak.attacks.trap import TrapReadout
 from gradleak.registry import Registry
 
@@ -46,6 +47,7 @@ ATTACKS.add("ggl", GGL, "GGL: CMA-ES over a generator's latents, the known defen
 ATTACKS.add("rgap", RGAP, "R-GAP: closed-form recursive inversion of bias-free LeakyReLU chains (Zhu & Blaschko 2021)")
 ATTACKS.add("spear", Spear, "SPEAR: exact batch recovery from a fully connected ReLU first layer, certified per sample "
             "(Dimitrov et al. 2024)")
+ATTACKS.add("spear-deep", SpearDeep, "SPEAR on a deeper FC ReLU layer's input features, then images matched to them")
 
 __all__ = [
     "ATTACKS", "AnalyticFC", "Attack", "Bayes", "CosineMatching", "DLG", "DimitrovFedAvg", "FishingReadout",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from gradleak.attacks.engine.labels import LABEL_RULES
 from gradleak.attacks.engine.problem import build_problem, validate_update
 from gradleak.attacks.engine.restarts import known_or_inferred_labels
 from gradleak.attacks.spear.solve import (
+    Directions,
     factorize,
     find_directions,
     recover_inputs,
@@ -51,16 +53,37 @@ from gradleak.records import (
 LABEL_SOURCES = ("layer", "last-layer")
 
 
-def following_module(model: nn.Module, input_shape: tuple[int, ...], name: str) -> tuple[str, nn.Module] | None:
-    """The leaf module the forward pass calls right after module `name` (None: none, or a functional call)."""
+@dataclass(frozen=True)
+class SpearSolution:
+    """SPEAR on one layer: the chosen directions, the layer's B inputs `xt` (B, n), its dL/dZ
+    columns `d` (m, B) and their zeros (B, m), and the relative mismatch of d xt^T to [dW | db]."""
+
+    chosen: list[int]
+    directions: Directions
+    xt: torch.Tensor
+    d: torch.Tensor
+    zeros: torch.Tensor
+    dw: torch.Tensor
+    certify_tol: float
+    mismatch: float
+
+
+def call_order(model: nn.Module, input_shape: tuple[int, ...], name: str | None = None) -> list[str]:
+    """Names of the leaf modules (and of module `name`) in the order one forward pass finishes them."""
     probe = copy.deepcopy(model).eval()
-    modules = dict(model.named_modules())
     calls: list[str] = []
     for mod_name, module in probe.named_modules():
         if not list(module.children()) or mod_name == name:
             module.register_forward_hook(lambda *_a, _n=mod_name: calls.append(_n))
     with torch.no_grad():
         probe(torch.zeros(1, *input_shape, device=model_device(probe), dtype=_float_dtype(probe)))
+    return calls
+
+
+def following_module(model: nn.Module, input_shape: tuple[int, ...], name: str) -> tuple[str, nn.Module] | None:
+    """The leaf module the forward pass calls right after module `name` (None: none, or a functional call)."""
+    modules = dict(model.named_modules())
+    calls = call_order(model, input_shape, name)
     if name not in calls:
         return None
     after = calls[calls.index(name) + 1:]
@@ -172,6 +195,33 @@ class Spear(Attack):
         validate_update(model, update)
         name, _ = check_spear_layer(model, knowledge.input_shape)
         b = knowledge.num_samples
+        sol = self._solve(model, update, name, b, seed, start)
+        chosen, directions, xt, d, zeros, dw = sol.chosen, sol.directions, sol.xt, sol.d, sol.zeros, sol.dw
+        certify_tol = sol.certify_tol
+        data = xt.to(dw.dtype).reshape(b, *knowledge.input_shape)
+        problem = build_problem(model, update, knowledge)
+        work = problem.model
+        layer = dict(work.named_modules())[name]
+        labels, certs = self._certify(work, layer, data, d, zeros, problem, knowledge, certify_tol,
+                                     update.protocol is Protocol.FEDAVG)
+        mismatch = sol.mismatch
+        ok = len(chosen) == b and all(c.certified for c in certs)
+        return Reconstruction(
+            data=data, labels=labels, restart_losses=(mismatch,), best_restart=0, iterations=directions.proposals,
+            seconds=time.perf_counter() - start, status="ok" if ok else "partial",
+            assumptions=knowledge.assumptions(), label_knowledge=self._label_knowledge(knowledge),
+            restart_statuses=("ok" if ok else "partial",), restart_mode="analytic", certificates=tuple(certs),
+            notes=(f"spear: {sum(c.certified for c in certs)} of {b} samples certified (gradient residual <= "
+                   f"{certify_tol:g}, worst {max(c.residual for c in certs):.1e}; ReLU pattern mismatches "
+                   f"{sum(c.pattern_mismatches for c in certs)})",)
+            + (() if len(chosen) == b else (f"spear found {len(chosen)} of {b} directions in "
+                                            f"{directions.proposals} proposals; raise budget",))
+            + (() if directions.consistent or len(chosen) < b else
+               ("spear's selection failed the forward-pass check within the budget",)))
+
+    def _solve(self, model: nn.Module, update: ClientUpdate, name: str, b: int, seed: int,
+               start: float) -> SpearSolution:
+        """SPEAR's linear algebra on the weight/bias gradient of layer `name`: its B inputs and dL/dZ columns."""
         by_name = dict(zip([n for n, p in model.named_parameters() if p.requires_grad], update.tensors))
         prefix = f"{name}." if name else ""
         dw, db = by_name[prefix + "weight"], by_name[prefix + "bias"]
@@ -202,28 +252,11 @@ class Spear(Attack):
             zeros = torch.cat([zeros, torch.zeros(b - len(chosen), zeros.shape[1], dtype=torch.bool,
                                                   device=zeros.device)])
         xt, d = recover_inputs(fact, columns)
-        data = xt.to(dw.dtype).reshape(b, *knowledge.input_shape)
-        problem = build_problem(model, update, knowledge)
-        work = problem.model
-        layer = dict(work.named_modules())[name]
-        labels, certs = self._certify(work, layer, data, d, zeros, problem, knowledge, certify_tol,
-                                     update.protocol is Protocol.FEDAVG)
         g = torch.cat([dw.double(), db.double()[:, None]], dim=1)
         rebuilt = d @ torch.cat([xt, torch.ones(b, 1, dtype=xt.dtype, device=xt.device)], dim=1)
         mismatch = float((rebuilt - g).norm() / g.norm())
-        ok = len(chosen) == b and all(c.certified for c in certs)
-        return Reconstruction(
-            data=data, labels=labels, restart_losses=(mismatch,), best_restart=0, iterations=directions.proposals,
-            seconds=time.perf_counter() - start, status="ok" if ok else "partial",
-            assumptions=knowledge.assumptions(), label_knowledge=self._label_knowledge(knowledge),
-            restart_statuses=("ok" if ok else "partial",), restart_mode="analytic", certificates=tuple(certs),
-            notes=(f"spear: {sum(c.certified for c in certs)} of {b} samples certified (gradient residual <= "
-                   f"{certify_tol:g}, worst {max(c.residual for c in certs):.1e}; ReLU pattern mismatches "
-                   f"{sum(c.pattern_mismatches for c in certs)})",)
-            + (() if len(chosen) == b else (f"spear found {len(chosen)} of {b} directions in "
-                                            f"{directions.proposals} proposals; raise budget",))
-            + (() if directions.consistent or len(chosen) < b else
-               ("spear's selection failed the forward-pass check within the budget",)))
+        return SpearSolution(chosen=chosen, directions=directions, xt=xt, d=d, zeros=zeros, dw=dw,
+                             certify_tol=certify_tol, mismatch=mismatch)
 
     def _certify(self, work, layer, data, d, zeros, problem, knowledge, tol, fedavg):
         """Labels and one certificate per sample (see `SampleCertificate`)."""
