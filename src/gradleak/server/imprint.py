@@ -172,24 +172,30 @@ class Imprint(ServerBehaviour):
     def expected(self, num_samples: int) -> Expectation:
         return expected_recovery(num_samples, self.bins)
 
-    def _build(self, model, input_shape, *, seed, public) -> ServerModel:
+    def _design(self, model, input_shape, seed, public) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The measurement w, the thresholds c and the back direction u (unit norm), seeded."""
         if self.public is not None and public is None:
-            raise GradleakError(f"imprint server estimates its bins from data set {self.public!r}: pass its images "
-                                "as public=")
+            raise GradleakError(f"{self.name} server estimates its bins from data set {self.public!r}: pass its "
+                                "images as public=")
         if self.estimate == "quantiles" and public is None:
-            raise GradleakError("imprint estimate='quantiles' needs public images (public=...); "
+            raise GradleakError(f"{self.name} estimate='quantiles' needs public images (public=...); "
                                 "or use estimate='gaussian'")
         first = next(model.parameters(), None)
         device = torch.device("cpu") if first is None else first.device
-        dtype = torch.float32 if first is None else first.dtype
         size = math.prod(input_shape)
         gen = generator(device, seed)
         w = measurement(self.measure, size, gen, device)
         u = torch.randn(size, generator=gen, device=device)
         values = None if public is None else public.to(device, torch.float32).flatten(1) @ w
-        c = thresholds(self.bins, values, self.estimate, self.loc, self.std)
+        return w, thresholds(self.bins, values, self.estimate, self.loc, self.std), u / u.norm()
+
+    def _build(self, model, input_shape, *, seed, public) -> ServerModel:
+        w, c, u = self._design(model, input_shape, seed, public)
+        first = next(model.parameters(), None)
+        device = torch.device("cpu") if first is None else first.device
+        dtype = torch.float32 if first is None else first.dtype
         block = ImprintBlock(input_shape, self.bins, self.back).to(device, dtype)
-        imprint_parameters(block, w, c, u / u.norm(), self.scale, self.gain)
+        imprint_parameters(block, w, c, u, self.scale, self.gain)
         source = "gaussian assumed" if public is None else f"{self.estimate} of {public.shape[0]} public images"
         return ServerModel(model=Imprinted(block, model), spec=self.spec(), assumption=Assumption.MALICIOUS,
                            layer="imprint.bins", probabilities=(1.0 / self.bins,) * self.bins,

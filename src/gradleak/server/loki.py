@@ -20,18 +20,16 @@ need not be held at once).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gradleak.checks import check_choice, check_non_negative_int, check_positive_float, check_positive_int
-from gradleak.devices import generator
+from gradleak.checks import check_non_negative_int, check_positive_int
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption
-from gradleak.server.base import ServerBehaviour, ServerModel
-from gradleak.server.imprint import ESTIMATES, MEASUREMENTS, ImprintBlock, Imprinted, measurement, thresholds
+from gradleak.server.base import ServerModel
+from gradleak.server.imprint import Imprint, ImprintBlock, Imprinted
 
 DISABLED_BIAS = -1.0  # a disabled row: zero weights and this bias never fire
 
@@ -82,7 +80,7 @@ class LokiModels:
                                   "disabled",))
 
 
-class Loki(ServerBehaviour):
+class Loki(Imprint):
     """An imprint block whose bins are each client's alone (LOKI-style model inconsistency).
 
     Args:
@@ -98,22 +96,12 @@ class Loki(ServerBehaviour):
     def __init__(self, *, clients: int = 10, bins: int = 64, client: int = 0, measure: str = "random",
                  estimate: str = "quantiles", public: str | None = None, loc: float = 0.0, std: float = 1.0,
                  scale: float = 1.0, gain: float = 1.0) -> None:
+        super().__init__(bins=bins, measure=measure, estimate=estimate, public=public, loc=loc, std=std,
+                         scale=scale, back="shared", gain=gain)
         self.clients = check_positive_int("clients", clients)
-        self.bins = check_positive_int("bins", bins)
-        if self.bins < 2:
-            raise GradleakError(f"bins must be at least 2, got {bins!r}")
         self.client = check_non_negative_int("client", client)
         if self.client >= self.clients:
             raise GradleakError(f"client must be below clients ({self.clients}), got {client!r}")
-        self.measure = check_choice("measure", measure, MEASUREMENTS)
-        self.estimate = check_choice("estimate", estimate, ESTIMATES)
-        if public is not None and not isinstance(public, str):
-            raise GradleakError(f"public must be the name of a data set or None, got {public!r}")
-        self.public = self.public_data = public
-        self.loc = float(loc)
-        self.std = check_positive_float("std", std)
-        self.scale = check_positive_float("scale", scale)
-        self.gain = check_positive_float("gain", gain)
 
     def build_clients(self, model: nn.Module, input_shape: tuple[int, ...], *, seed: int = 0,
                       public: torch.Tensor | None = None) -> LokiModels:
@@ -122,21 +110,8 @@ class Loki(ServerBehaviour):
         return self._models(copy.deepcopy(model), tuple(int(s) for s in input_shape), seed, public)
 
     def _models(self, model, input_shape, seed, public) -> LokiModels:
-        if self.public is not None and public is None:
-            raise GradleakError(f"loki server estimates its bins from data set {self.public!r}: pass its images "
-                                "as public=")
-        if self.estimate == "quantiles" and public is None:
-            raise GradleakError("loki estimate='quantiles' needs public images (public=...); or use "
-                                "estimate='gaussian'")
-        first = next(model.parameters(), None)
-        device = torch.device("cpu") if first is None else first.device
-        size = math.prod(input_shape)
-        gen = generator(device, seed)
-        w = measurement(self.measure, size, gen, device)
-        u = torch.randn(size, generator=gen, device=device)
-        values = None if public is None else public.to(device, torch.float32).flatten(1) @ w
-        c = thresholds(self.bins, values, self.estimate, self.loc, self.std)
-        back = u / u.norm() * self.scale / (self.bins * self.gain)
+        w, c, u = self._design(model, input_shape, seed, public)
+        back = u * self.scale / (self.bins * self.gain)
         return LokiModels(base=model, input_shape=input_shape, clients=self.clients, bins=self.bins, direction=w,
                           thresholds=c, back=back, gain=self.gain, spec=self.spec())
 
