@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from gradleak.attacks import ATTACKS
@@ -55,3 +56,16 @@ def test_bad_classes_exit_2(tmp_path, capsys):
     code = main(["generator", "train", "-d", "digits", "--image-size", "8", "--classes", "12", "--epochs", "1",
                  "--no-progress", "--device", "cpu", "-o", str(tmp_path / "g")])
     assert code == 2 and "classes must be class indices" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-d", "nope"], "unknown dataset 'nope'"),
+    (["-d", "digits", "--classes", "42"], "classes must be class indices in [0, 9]"),
+])
+def test_bad_data_is_one_line_before_any_progress_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "g"
+    code = main(["generator", "train", *args, "--epochs", "1", "-o", str(out)])
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()

@@ -56,7 +56,7 @@ def cmd_train(args) -> int:
     from gradleak.cli.render import console
     from gradleak.devices import resolve_device
     from gradleak.generators import GeneratorTraining
-    from gradleak.pipelines.generator import GeneratorRunConfig, run_generator
+    from gradleak.pipelines.generator import GeneratorRunConfig, generator_data, run_generator
 
     torch.set_num_threads(1)
     out = output_folder(args.out, Path("runs") / f"generator-{args.dataset}", overwrite=args.overwrite)
@@ -64,6 +64,7 @@ def cmd_train(args) -> int:
                                  latent_dim=args.latent_dim, width=args.width, seed=args.seed)
     config = GeneratorRunConfig(dataset=args.dataset, data_root=args.data_root, image_size=args.image_size,
                                 classes=args.classes, training=training, device=str(resolve_device(args.device)))
+    data = generator_data(config)  # a bad data set or class list fails before the progress bar starts
     progress = Progress(TextColumn("generator"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
                         TextColumn("D {task.fields[d]} G {task.fields[g]}"), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, disable=args.no_progress)
@@ -73,7 +74,7 @@ def cmd_train(args) -> int:
         def on_epoch(row) -> None:
             progress.update(task, completed=row.epoch, d=f"{row.discriminator:.3f}", g=f"{row.generator:.3f}")
 
-        run = run_generator(config, out, on_epoch=on_epoch)
+        run = run_generator(config, out, data=data, on_epoch=on_epoch)
     console.print(f"{run.images} training images, {run.trained.seconds:.0f} s; wrote {run.checkpoint}, {run.grid}, "
                   f"{out / 'quality.json'}", highlight=False)
     if run.quality is not None:

@@ -73,15 +73,32 @@ def tile(images: torch.Tensor, side: int) -> torch.Tensor:
     return grid.reshape(c, side * h, side * w)
 
 
-def run_generator(config: GeneratorRunConfig, out: Path, *, on_epoch: EpochCallback | None = None) -> GeneratorRun:
-    """Train, then write OUT/generator.pt, OUT/samples.png and OUT/quality.json."""
+@dataclass(frozen=True)
+class GeneratorData:
+    """The training split and the kept classes' images and labels."""
+
+    train: ImageDataset
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def generator_data(config: GeneratorRunConfig) -> GeneratorData:
+    """Load and subset the training data (a bad data set or class list is refused here, before any work)."""
     train = load_dataset(config.dataset, config.data_root, split="train", image_size=config.image_size)
-    images, labels = class_subset(train, config.classes)
+    return GeneratorData(train, *class_subset(train, config.classes))
+
+
+def run_generator(config: GeneratorRunConfig, out: Path, *, data: GeneratorData | None = None,
+                  on_epoch: EpochCallback | None = None) -> GeneratorRun:
+    """Train, then write OUT/generator.pt, OUT/samples.png and OUT/quality.json (`data`:
+    from `generator_data(config)`, loaded here when not given)."""
+    data = data or generator_data(config)
+    train, images, labels = data.train, data.images, data.labels
     trained = train_generator(images, config.training, device=config.device, on_epoch=on_epoch)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"dataset": config.dataset, "split": "train", "image_size": config.image_size,
-            "classes": list(config.classes) if config.classes is not None else list(range(train.num_classes))}
-    checkpoint = save_generator(out / "generator.pt", trained.generator, trained.discriminator, data=data)
+    described = {"dataset": config.dataset, "split": "train", "image_size": config.image_size,
+                 "classes": list(config.classes) if config.classes is not None else list(range(train.num_classes))}
+    checkpoint = save_generator(out / "generator.pt", trained.generator, trained.discriminator, data=described)
     samples = sample(trained.generator, QUALITY_SAMPLES, seed=config.training.seed + 1)
     grid = save_image(out / "samples.png", tile(samples, GRID_SIDE), scale=2)
     quality = None
