@@ -32,6 +32,15 @@ def test_the_cli_attacks_through_an_imprint_server_and_records_it(tmp_path, caps
     assert server["recovered_18"] >= server["recovered_40"]
 
 
+def test_a_server_the_model_refuses_is_one_line_with_nothing_printed_or_written(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["attack", "-a", "trap", "--server", "trap", "-m", "lenet", "-q", "-o", str(out)])
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "layer '0' is Conv2d" in lines[0], lines
+    assert not out.exists()
+
+
 def test_audit_config_checks_the_server_spec_early():
     with pytest.raises(GradleakError, match=r"server 'imprint' does not take \['bins_'\]"):
         AuditConfig(server="imprint:bins_=3")

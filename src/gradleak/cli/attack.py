@@ -150,18 +150,16 @@ def build_config(args: argparse.Namespace):
     return AuditConfig.from_settings(settings)
 
 
-def say_expected(config) -> None:
-    """Print, before the attack, what the configured server expects to recover."""
+def say_expected(server, samples: int) -> None:
+    """Print, before the client trains, what the server's model expects to recover."""
     from gradleak.cli.render import console
 
-    behaviour = config.server_behaviour()
-    n = config.samples_behind()
-    expected = behaviour.expected(n)
+    expected = server.expected(samples)
     if expected is None:
-        console.print(f"server {behaviour.spec()}: no closed-form expectation")
+        console.print(f"server {server.spec}: no closed-form expectation")
     else:
-        console.print(f"server {behaviour.spec()}: expects to recover {expected.expected:.1f} of {n} samples "
-                      f"({expected.fraction:.1%}); all {n} with probability {expected.p_all:.2g}")
+        console.print(f"server {server.spec}: expects to recover {expected.expected:.1f} of {samples} samples "
+                      f"({expected.fraction:.1%}); all {samples} with probability {expected.p_all:.2g}")
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -173,10 +171,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = output_folder(args.out, Path("runs") / f"{stamp}-{config.attack}-{config.model}", overwrite=args.overwrite)
     set_threads(args.threads)
-    if config.server is not None:
-        say_expected(config)
+    on_server = None if config.server is None else (lambda server: say_expected(server, config.samples_behind()))
     with attack_progress(enabled=not args.quiet) as callback:
-        run = run_audit(config, callback=callback)
+        run = run_audit(config, callback=callback, on_server=on_server)
     write_audit(out, run, overwrite=args.overwrite)
     metrics_table(run, out)
     return 0 if run.result.status != "nonfinite" else 1

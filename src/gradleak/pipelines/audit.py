@@ -11,6 +11,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -109,8 +110,10 @@ def server_outcome(server: ServerModel, psnr: tuple[float, ...]) -> ServerOutcom
                          recovered_18=sum(p >= 18 for p in psnr) / len(psnr))
 
 
-def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> AuditRun:
-    """Simulate the client, apply its defenses, attack its update, and measure the leak."""
+def run_audit(config: AuditConfig, callback: ProgressCallback | None = None,
+              on_server: Callable[[ServerModel], None] | None = None) -> AuditRun:
+    """Simulate the client, apply its defenses, attack its update, and measure the leak
+    (`on_server` sees the model the server sends once it is built, before the client trains)."""
     t0 = time.perf_counter()
     device = resolve_device(config.device)  # a device this machine lacks fails before any work
     config.speed().apply()
@@ -122,6 +125,8 @@ def run_audit(config: AuditConfig, callback: ProgressCallback | None = None) -> 
     t1 = time.perf_counter()
 
     server = build_server(config, case)  # what the server sends; the client trains it unchanged
+    if on_server is not None:
+        on_server(server)
     model = server.model
     training = config.training()
     defense = config.defense()
