@@ -108,14 +108,6 @@ def projection_inputs(model: nn.Module, proj: Projection, input_ids: torch.Tenso
                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The input (N, T, d) of the projection when the model reads `input_ids` (N, T); the
     forward pass stops there."""
-    module = dict(model.named_modules())[proj.paths[0]]
-    store = {}
-
-    def hook(_m, args):
-        store["x"] = args[0].detach()
-        raise _Captured
-
-    handle = module.register_forward_pre_hook(hook)
     kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
@@ -123,6 +115,20 @@ def projection_inputs(model: nn.Module, proj: Projection, input_ids: torch.Tenso
         kwargs["attention_mask"] = attention_mask
     if architecture(model) == "decoder":
         kwargs["use_cache"] = False
+    x = _input_of(model, proj.paths[0], kwargs)
+    return x if proj.lora_down is None else x @ proj.lora_down.T
+
+
+def _input_of(model: nn.Module, path: str, kwargs: dict) -> torch.Tensor:
+    """The input of module `path` when the model runs on `kwargs`; the forward pass stops there."""
+    module = dict(model.named_modules())[path]
+    store = {}
+
+    def hook(_m, args):
+        store["x"] = args[0].detach()
+        raise _Captured
+
+    handle = module.register_forward_pre_hook(hook)
     try:
         with torch.no_grad():
             model(**kwargs)
@@ -131,8 +137,8 @@ def projection_inputs(model: nn.Module, proj: Projection, input_ids: torch.Tenso
     finally:
         handle.remove()
     if "x" not in store:
-        raise GradleakError(f"the forward pass never reached {proj.paths[0]!r}")
-    return store["x"] if proj.lora_down is None else store["x"] @ proj.lora_down.T
+        raise GradleakError(f"the forward pass never reached {path!r}")
+    return store["x"]
 
 
 def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, torch.Tensor] | None,
@@ -144,13 +150,6 @@ def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, t
     the second layer's projection."""
     from transformers import DynamicCache
 
-    module = dict(model.named_modules())[proj.paths[0]]
-    store = {}
-
-    def hook(_m, args):
-        store["x"] = args[0].detach()
-        raise _Captured
-
     cache = DynamicCache(config=model.config)
     if past is not None:
         cache.update(past[0], past[1], 0)
@@ -159,16 +158,8 @@ def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, t
     kwargs = {"input_ids": tokens.view(m, 1), name: cache, "use_cache": True,
               "position_ids": torch.full((m, 1), position, dtype=torch.long, device=tokens.device),
               "attention_mask": torch.ones((m, position + 1), dtype=torch.long, device=tokens.device)}
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            model(**kwargs)
-    except _Captured:
-        pass
-    finally:
-        handle.remove()
+    x = _input_of(model, proj.paths[0], kwargs)[:, -1]
     layer = cache.layers[0]
-    x = store["x"][:, -1]
     return (x if proj.lora_down is None else x @ proj.lora_down.T), (layer.keys, layer.values)
 
 
