@@ -29,15 +29,12 @@ import torch
 
 from gradleak.attacks.base import OptimizationAttack, Solved
 from gradleak.attacks.engine.labels import LABEL_RULES
-from gradleak.attacks.engine.latent import LatentView, attacker_generator, generator_argument, pixel_map
+from gradleak.attacks.engine.latent import generator_argument, latent_assumptions, latent_problem
 from gradleak.attacks.engine.objectives import cosine_distance, l2_distance
-from gradleak.attacks.engine.problem import build_problem
-from gradleak.attacks.engine.restarts import known_or_inferred_labels
 from gradleak.attacks.engine.stopping import LoopResult
 from gradleak.checks import check_positive_float, check_positive_int
-from gradleak.devices import model_device
 from gradleak.errors import GradleakError
-from gradleak.records import Assumption, LabelKnowledge
+from gradleak.records import LabelKnowledge
 
 GGL_DISTANCES = ("l2", "cosine")
 COMMON_DEFENSE_SEED = 0  # the defense's draws when the attacker does not know the client's seed
@@ -111,16 +108,15 @@ class GGL(OptimizationAttack):
         return self.budget
 
     def _assumptions(self, knowledge):
-        return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS, Assumption.DATA_DISTRIBUTION}))
+        return latent_assumptions(knowledge)
 
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
         import cma
 
-        device = model_device(model)
-        problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr)
-        labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
-        gen, dim = attacker_generator(self.generator, self.latent_dim, knowledge, device)
-        view = LatentView(gen, dim, knowledge.num_samples, pixel_map(knowledge, device))
+        latent = latent_problem(model, update, knowledge, self.generator, self.latent_dim,
+                                assumed_lr=self.assumed_lr, label_rule=self.label_rule)
+        problem, labels, view, device = latent.problem, latent.labels, latent.view, latent.device
+        dim = view.latent_dim
         shared = self._shared(model, update, knowledge)
         target = [t.double() for t in problem.target]
         scale = float(sum((t * t).sum() for t in target)) or 1.0

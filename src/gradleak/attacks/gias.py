@@ -27,14 +27,13 @@ from torch.func import functional_call
 from gradleak.attacks.base import OptimizationAttack, Solved
 from gradleak.attacks.engine.adam import run_adam
 from gradleak.attacks.engine.labels import LABEL_RULES
-from gradleak.attacks.engine.latent import LatentView, attacker_generator, generator_argument, pixel_map
+from gradleak.attacks.engine.latent import LatentView, generator_argument, latent_assumptions, latent_problem
 from gradleak.attacks.engine.objectives import DISTANCES, total_variation
-from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
-from gradleak.attacks.engine.restarts import known_or_inferred_labels, run_restarts, sync_every_for
+from gradleak.attacks.engine.problem import Layout, matching_objective
+from gradleak.attacks.engine.restarts import run_restarts, sync_every_for
 from gradleak.checks import check_positive_float, check_positive_int
-from gradleak.devices import model_device
 from gradleak.errors import GradleakError
-from gradleak.records import Assumption, LabelKnowledge
+from gradleak.records import LabelKnowledge
 
 
 class GIAS(OptimizationAttack):
@@ -98,14 +97,13 @@ class GIAS(OptimizationAttack):
         return self.latent_iterations + self.generator_iterations
 
     def _assumptions(self, knowledge):
-        return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS, Assumption.DATA_DISTRIBUTION}))
+        return latent_assumptions(knowledge)
 
     def _solve(self, model, update, knowledge, generators, deadline, on_step) -> Solved:
-        device = model_device(model)
-        problem = build_problem(model, update, knowledge, assumed_lr=self.assumed_lr)
-        labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
-        gen, dim = attacker_generator(self.generator, self.latent_dim, knowledge, device)
-        view = LatentView(gen, dim, knowledge.num_samples, pixel_map(knowledge, device))
+        latent = latent_problem(model, update, knowledge, self.generator, self.latent_dim,
+                                assumed_lr=self.assumed_lr, label_rule=self.label_rule)
+        problem, labels, view, device = latent.problem, latent.labels, latent.view, latent.device
+        dim = view.latent_dim
         layout = Layout(knowledge.num_samples, knowledge.input_shape, device=device)
         tv = self.tv
         prior = (lambda x: tv * total_variation(x)) if tv > 0 else None

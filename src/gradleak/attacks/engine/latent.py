@@ -13,13 +13,17 @@ no box the model is taken to read pixels as they are.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from gradleak.attacks.engine.problem import MatchingProblem, build_problem
+from gradleak.attacks.engine.restarts import known_or_inferred_labels
+from gradleak.devices import model_device
 from gradleak.errors import GradleakError
-from gradleak.records import AttackerKnowledge
+from gradleak.records import Assumption, AttackerKnowledge, ClientUpdate
 
 GeneratorSpec = "nn.Module | str | Path"
 
@@ -95,3 +99,31 @@ class LatentView:
     def flat(self, rows: torch.Tensor) -> torch.Tensor:
         """The decoded data as the engine's data rows (A, B * prod(shape))."""
         return self.data(rows).reshape(rows.shape[0], -1)
+
+
+def latent_assumptions(knowledge: AttackerKnowledge) -> tuple[Assumption, ...]:
+    """A generator trained on the client's distribution is a prior of level 1 and data of level 2."""
+    return tuple(sorted(set(knowledge.assumptions()) | {Assumption.PRIORS, Assumption.DATA_DISTRIBUTION}))
+
+
+@dataclass(frozen=True)
+class LatentProblem:
+    """What a latent-space attack searches: the matching problem, the labels it uses, and
+    the generator's view from latents to the model's input space."""
+
+    problem: MatchingProblem
+    labels: torch.Tensor
+    view: "LatentView"
+    device: torch.device
+
+
+def latent_problem(model: nn.Module, update: ClientUpdate, knowledge: AttackerKnowledge,
+                   generator: nn.Module | Path, latent_dim: int | None, *, assumed_lr: float,
+                   label_rule: str) -> LatentProblem:
+    """The set-up `gias` and `ggl` share: problem, labels and the generator on the model's device."""
+    device = model_device(model)
+    problem = build_problem(model, update, knowledge, assumed_lr=assumed_lr)
+    labels = known_or_inferred_labels(problem, knowledge, label_rule)
+    gen, dim = attacker_generator(generator, latent_dim, knowledge, device)
+    return LatentProblem(problem, labels, LatentView(gen, dim, knowledge.num_samples, pixel_map(knowledge, device)),
+                         device)
