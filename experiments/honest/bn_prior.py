@@ -44,19 +44,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=32, help="photos resized to this square size")
+    parser.add_argument("--first", type=int, default=0, help="index of the first client batch")
     parser.add_argument("--bn", type=float, default=1e-2, help="weight of the BN prior")
     parser.add_argument("--tv", type=float, default=1e-2)
     parser.add_argument("--variant", action="append", choices=VARIANTS, help="default: all")
     parser.add_argument("--proxy", type=int, nargs=2, default=[61, 125], help="index range of the proxy photos")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = load_dataset("photos")
+    data = load_dataset("photos").resized(args.image_size)
     model = build_model("convnet", num_classes=data.num_classes, input_shape=data.image_shape, seed=0,
                         width=args.width).train()
     proxy_images, _ = data.batch(list(range(*args.proxy)))
     proxy = data.normalization.normalize(proxy_images)
     with open(args.out, "a") as fh:
-        for b in range(args.batches):
+        for b in range(args.first, args.first + args.batches):
             indices = list(range(b * args.batch_size, (b + 1) * args.batch_size))
             assert not set(indices) & set(range(*args.proxy)), "proxy photos overlap the client's"
             images, labels = data.batch(indices)
@@ -77,6 +79,7 @@ def main() -> None:
                 metrics = evaluate_images(pixels, images)
                 row = {"batch": b, "images": indices, "variant": variant, "bn": args.bn if variant != "none" else 0,
                        "tv": args.tv, "iterations": args.iterations, "width": args.width,
+                       "image_size": args.image_size,
                        "psnr": metrics.psnr_mean, "psnr_each": list(metrics.values["psnr"]),
                        "floor_psnr": sum(metrics.baseline_psnr) / len(metrics.baseline_psnr),
                        "assumptions": [int(a) for a in rec.assumptions], "label_accuracy": labels_row,

@@ -107,12 +107,18 @@ def _build_problem(model, update, knowledge, assumed_lr) -> MatchingProblem:
         p.requires_grad_(True)
     observed = tuple(t.detach().to(device=params[0].device, dtype=params[0].dtype) for t in update.tensors)
 
+    knows_steps = update.protocol is Protocol.FEDAVG and knowledge.knows_training
+    if knows_steps and knowledge.training.steps(knowledge.num_samples) == 1:
+        # One local step of plain SGD is one gradient step at the known lr: the unrolled
+        # problem IS the one-step problem, so solve that one (same path, same numbers).
+        knows_steps, assumed_lr = False, knowledge.training.lr
+
     if update.protocol is Protocol.FEDSGD:
         gradient_view = observed
     else:
         gradient_view = tuple(-t / assumed_lr for t in observed)
 
-    if update.protocol is Protocol.FEDAVG and knowledge.knows_training:
+    if knows_steps:
         training = knowledge.training
         names = [n for n, p in work.named_parameters() if p.requires_grad]
         start = {n: p.detach().clone().requires_grad_(True) for n, p in zip(names, params)}
