@@ -1,5 +1,7 @@
 """BatchNorm-statistics prior, group consistency and Yin's label rule (Yin et al., CVPR 2021)."""
 
+import copy
+
 import pytest
 import torch
 from conftest import tiny_bn_net, tiny_lenet
@@ -12,11 +14,19 @@ from gradleak.attacks.engine.bn_statistics import (
     bn_prior,
     bn_target,
     statistics_from_running,
+    statistics_from_update,
 )
 from gradleak.attacks.engine.labels import recover_labels, yin_labels
 from gradleak.client import simulate_client
+from gradleak.client.simulate import local_steps
 from gradleak.errors import GradleakError
-from gradleak.records import Assumption, AttackerKnowledge, LabelKnowledge
+from gradleak.records import (
+    Assumption,
+    AttackerKnowledge,
+    LabelKnowledge,
+    LocalTraining,
+    Protocol,
+)
 
 SHAPE = (1, 8, 8)
 
@@ -126,3 +136,52 @@ def test_yin_label_rule_recovers_distinct_labels_of_a_relu_net():
         assert got.tolist() == sorted(y.tolist())
     with pytest.raises(GradleakError, match="distinct"):
         yin_labels(torch.zeros(3, 5), 4)
+
+
+def test_fedavg_running_buffers_give_the_batch_statistics_after_one_step():
+    model = tiny_bn_net()
+    x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(5))
+    y = torch.arange(4) % 4
+    update = simulate_client(model, x, y, LocalTraining(Protocol.FEDAVG, lr=0.1, epochs=1), model_mode="train")
+    assert len(update.bn_running) == 1
+    derived = bn_target("client-running", model.train(), update, input_shape=SHAPE)
+    assert derived.assumption is Assumption.BN_STATISTICS
+    for (m, v), (mt, vt) in zip(derived.statistics, update.bn_statistics):  # the one step's batch is all of x
+        torch.testing.assert_close(m, mt, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v, vt, rtol=1e-4, atol=1e-5)
+    assert not simulate_client(model, x, y, model_mode="train").bn_running  # a FedSGD client sends no state
+    with pytest.raises(GradleakError, match="bn_running"):
+        bn_target("client-running", model, simulate_client(model, x, y, model_mode="train"), input_shape=SHAPE)
+
+
+def test_fedavg_running_buffers_give_the_momentum_weighted_mean_of_the_steps():
+    """2 epochs x 2 mini-batches: the derived first-layer mean is the momentum-weighted mean of
+    the four steps' batch means, replayed step by step with the client's weights."""
+    model = tiny_bn_net()
+    x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(6))
+    y = torch.arange(4) % 4
+    training = LocalTraining(Protocol.FEDAVG, lr=0.5, epochs=2, batch_size=2, shuffle=True)
+    update = simulate_client(model, x, y, training, model_mode="train", seed=3)
+    work = copy.deepcopy(model).train()
+    means = []
+    work[1].register_forward_hook(lambda _m, inputs, _o: means.append(inputs[0].detach().mean((0, 2, 3))))
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in work.named_parameters()}
+    local_steps(work, params, {n: b.clone() for n, b in work.named_buffers()}, x, y, training, seed=3)
+    m, steps = work[1].momentum, len(means)
+    weights = [m * (1 - m) ** (steps - 1 - t) for t in range(steps)]
+    expected = sum(w * mean for w, mean in zip(weights, means)) / sum(weights)
+    derived = statistics_from_update(model.train(), update, SHAPE)
+    assert steps == 4 and not torch.allclose(means[0], means[-1], atol=1e-3)
+    torch.testing.assert_close(derived[0][0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_client_running_prior_runs_on_a_fedavg_update_and_records_level_4():
+    model = tiny_bn_net()
+    x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(7))
+    y = torch.arange(4) % 4
+    training = LocalTraining(Protocol.FEDAVG, lr=0.1, epochs=1, batch_size=2)
+    update = simulate_client(model, x, y, training, model_mode="train")
+    knowledge = _knowledge(y, knows_training=True, training=training)
+    rec = ATTACKS.create("ig", {"iterations": 3, "bn": 0.1, "bn_source": "client-running"}).reconstruct(
+        model, update, knowledge)
+    assert Assumption.BN_STATISTICS in rec.assumptions and torch.isfinite(rec.data).all()

@@ -79,7 +79,7 @@ def main() -> None:
                 metrics = evaluate_images(pixels, images)
                 row = {"batch": b, "images": indices, "variant": variant, "bn": args.bn if variant != "none" else 0,
                        "tv": args.tv, "iterations": args.iterations, "width": args.width,
-                       "image_size": args.image_size,
+                       "image_size": args.image_size, "final_loss": min(rec.restart_losses),
                        "psnr": metrics.psnr_mean, "psnr_each": list(metrics.values["psnr"]),
                        "floor_psnr": sum(metrics.baseline_psnr) / len(metrics.baseline_psnr),
                        "assumptions": [int(a) for a in rec.assumptions], "label_accuracy": labels_row,

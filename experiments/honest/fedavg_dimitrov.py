@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="the client's local learning rate")
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--model", default="lenet")
+    parser.add_argument("--image-size", type=int, default=32, help="digits resized to this square size")
     parser.add_argument("--attack", action="append", choices=("dimitrov", "ig"), help="default: both")
     parser.add_argument("--model-opt", action="append", default=[], help="key=value (YAML scalars)")
     parser.add_argument("--attack-opt", action="append", default=[], help="key=value for both attacks")
@@ -48,7 +49,7 @@ def main() -> None:
 
     model_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.model_opt)}
     attack_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.attack_opt)}
-    data = load_dataset("digits")
+    data = load_dataset("digits").resized(args.image_size)
     model = build_model(args.model, num_classes=data.num_classes, input_shape=data.image_shape, seed=0,
                         **model_options)
     n = args.batches * args.batch_size
@@ -74,6 +75,7 @@ def main() -> None:
                 metrics = evaluate_images(pixels, images, predicted_labels=rec.labels, true_labels=labels)
                 psnr = list(metrics.values["psnr"])
                 row = {"client": client, "attack": attack, "model": args.model, "model_options": model_options,
+                       "image_size": args.image_size,
                        "attack_options": attack_options, "epochs": args.epochs, "batches": args.batches,
                        "batch_size": args.batch_size, "lr": args.lr, "iterations": args.iterations,
                        "psnr": sum(psnr) / n, "psnr_each": psnr,

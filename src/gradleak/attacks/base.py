@@ -15,8 +15,9 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -107,7 +108,7 @@ class Attack(ABC):
 
     def _check_inputs(self, update: ClientUpdate, knowledge: AttackerKnowledge, seed: int) -> None:
         check_seed(seed)
-        if knowledge.uses_bn_statistics and getattr(self, "bn_source", None) != "client":
+        if knowledge.uses_bn_statistics and getattr(self, "bn_source", None) not in ("client", "client-running"):
             raise GradleakError(f"attack {self.name!r} does not use BN statistics; set uses_bn_statistics=False "
                                 "or give it the prior (bn > 0, bn_source 'client')")
         if knowledge.num_samples != update.num_samples:
@@ -122,13 +123,14 @@ class Attack(ABC):
         source = getattr(self, "bn_source", None)
         return tuple(sorted(set(knowledge.assumptions()) | ({BN_SOURCES[source]} if source else set())))
 
-    def _bn_prior(self, problem, update):
+    def _bn_prior(self, problem, update, input_shape=None):
         """The BN-statistics prior of this attack's options on `problem`, or None."""
         from gradleak.attacks.engine.bn_statistics import bn_prior, bn_target
 
         if not getattr(self, "bn_source", None):
             return None
-        return bn_prior(problem.model, bn_target(self.bn_source, problem.model, update, self.bn_proxy), self.bn)
+        return bn_prior(problem.model, bn_target(self.bn_source, problem.model, update, self.bn_proxy,
+                                                   input_shape), self.bn)
 
     def _grouped(self, objective, layout, iterations: int):
         from gradleak.attacks.engine.bn_statistics import group_consistency
@@ -162,7 +164,8 @@ class OptimizationAttack(Attack):
         bn: weight of the BatchNorm-statistics prior (Yin et al. 2021; 0: off), for the
             attacks that take it (`engine/bn_statistics.py`).
         bn_source: where its target comes from: "client" (the client's batch statistics,
-            level 4), "running" (the model's running statistics, level 0) or "proxy"
+            level 4), "client-running" (the same, derived from a FedAvg client's updated
+            running buffers, level 4), "running" (the model's running statistics, level 0) or "proxy"
             (`bn_proxy`, public samples in model space, level 2). The result records the level.
         group, group_start: weight of Yin's group consistency (each restart pulled towards
             the restarts' mean image; 0: off) and the fraction of the iterations after which

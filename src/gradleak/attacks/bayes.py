@@ -148,9 +148,9 @@ class PriorMatching(OptimizationAttack):
             def distance(predicted, target):
                 return conditional([unit * p for p in predicted], [unit * t for t in target])
 
+        bn = self._bn_prior(problem, update, knowledge.input_shape)
         objective, stacked = matching_objective(problem, layout, distance, labels,
-                                                prior=combine_priors(self._prior(layout, knowledge),
-                                                                     self._bn_prior(problem, update)),
+                                                prior=combine_priors(self._prior(layout, knowledge), bn),
                                                 batched=self.restart_mode == "stacked")
         objective = self._grouped(objective, layout, self.iterations)
         decay = self.lr_end ** (1 / self.iterations)

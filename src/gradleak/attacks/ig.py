@@ -107,7 +107,7 @@ class InvertingGradients(OptimizationAttack):
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         tv = self.tv
         prior = combine_priors((lambda x: tv * total_variation(x)) if tv > 0 else None,
-                               self._bn_prior(problem, update))
+                               self._bn_prior(problem, update, knowledge.input_shape))
         objective, stacked = matching_objective(problem, layout, self.distance, labels, prior=prior,
                                                 batched=self.restart_mode == "stacked")
         n = self.iterations

@@ -11,7 +11,7 @@ are cloned and the model is run through `torch.func.functional_call` on a copy.
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -120,6 +120,7 @@ def simulate_client(
     params = {n: p.detach().clone().requires_grad_(True) for n, p in work.named_parameters() if p.requires_grad}
     buffers = {n: b.detach().clone() for n, b in work.named_buffers()}
     bn_stats = _batch_norm_statistics(work, params, buffers, images)
+    bn_running: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     labels = labels.long()
     if training.protocol is Protocol.FEDSGD:
         out = functional_call(work, (params, buffers), (images,))
@@ -128,6 +129,8 @@ def simulate_client(
     else:
         final = local_training(work, params, buffers, images, labels, training, seed=seed)
         tensors = tuple((final[n] - params[n]).detach() for n in names)
+        if model_mode == "train":  # the steps updated `buffers` in place, as the client's model
+            bn_running = _running_statistics(work, buffers)
     return ClientUpdate(
         protocol=training.protocol,
         names=tuple(names),
@@ -137,7 +140,15 @@ def simulate_client(
         local_steps=training.steps(images.shape[0]),
         model_mode=model_mode,
         bn_statistics=bn_stats,
+        bn_running=bn_running,
     )
+
+
+def _running_statistics(model, buffers) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Per-BN-layer (running mean, running var) in `buffers`, in module order."""
+    return tuple((buffers[f"{name}.running_mean"].detach().clone(), buffers[f"{name}.running_var"].detach().clone())
+                 for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
 
 
 def _batch_norm_statistics(model, params, buffers, images) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:

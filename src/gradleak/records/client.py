@@ -32,7 +32,7 @@ class Protocol(str, Enum):
     FEDAVG = "fedavg"
 
 
-def _protocol(value: object) -> "Protocol":
+def _protocol(value: object) -> Protocol:
     return Protocol(check_choice("protocol", value, [p.value for p in Protocol] + list(Protocol)))
 
 
@@ -96,7 +96,9 @@ class ClientUpdate:
     `tensors` are in the model's `parameters()` order, named by `names`. For FedSGD they
     are the gradient of the mean loss; for FedAvg the delta `w_after - w_before`.
     `bn_statistics` holds per-BN-layer (mean, var) of the client's batch when the client
-    shares them (assumption level 4), else is empty. `defenses` names the transforms the
+    shares them (assumption level 4), else is empty. `bn_running` holds per-BN-layer running
+    (mean, var) after local training, what a FedAvg client in train mode that sends its whole
+    state shares with its weights (empty otherwise). `defenses` names the transforms the
     client applied before sharing (`gradleak.defenses`), in order; `privacy` is what a
     DP-SGD client spent producing it (None for any other client).
     """
@@ -109,6 +111,7 @@ class ClientUpdate:
     local_steps: int
     model_mode: str = "eval"
     bn_statistics: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    bn_running: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     defenses: tuple[str, ...] = ()  # specs of the defenses applied, in order ("qsgd:bits=4", ...)
     privacy: PrivacySpent | None = None
 

@@ -7,9 +7,11 @@ added to any optimization attack's objective with a weight. Where the target com
 is an assumption, recorded in the result (`BN_SOURCES`):
 
 - "client": the client's own batch statistics (level 4, Yin's setting: a FedSGD client in
-  train mode whose BN buffers reach the server; `ClientUpdate.bn_statistics`). A FedAvg
-  client's updated running statistics reveal them too when momentum and steps are known
-  (`statistics_from_running`).
+  train mode whose BN buffers reach the server; `ClientUpdate.bn_statistics`).
+- "client-running": the same statistics derived from what a FedAvg client that sends its
+  whole state shares, its updated running buffers (`ClientUpdate.bn_running`), with the BN
+  momentum and the number of local steps (level 4; `statistics_from_update`): exact after
+  one step, the momentum-weighted mean of the steps' batch statistics after several.
 - "running": the model's running statistics, which the server holds anyway (level 0; the
   realistic setting of Huang et al., NeurIPS 2021).
 - "proxy": statistics of public proxy data of the same kind pushed through the model
@@ -22,8 +24,8 @@ each other first; we do not, so restarts that land shifted average to a blur).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -34,6 +36,7 @@ from gradleak.records import Assumption, ClientUpdate
 
 BN_SOURCES = {
     "client": Assumption.BN_STATISTICS,
+    "client-running": Assumption.BN_STATISTICS,
     "running": Assumption.BASIC,
     "proxy": Assumption.DATA_DISTRIBUTION,
 }
@@ -93,6 +96,44 @@ def statistics_from_running(before: torch.Tensor, after: torch.Tensor, momentum:
     return value
 
 
+def statistics_from_update(model: nn.Module, update: ClientUpdate, input_shape: tuple[int, ...]) -> Stats:
+    """The client's batch statistics per BN layer, derived from its updated running buffers
+    (`update.bn_running`) and `model`'s (the round's start) over the update's local steps."""
+    if not update.bn_running:
+        raise GradleakError("bn_source 'client-running' needs the client's updated BN running statistics "
+                            "(ClientUpdate.bn_running, shared by a FedAvg client that sends its state), "
+                            "but the update carries none")
+    layers = bn_layers(model)
+    if any(m.momentum is None or m.running_mean is None for m in layers):
+        raise GradleakError("bn_source 'client-running' needs BatchNorm layers with running statistics and a "
+                            "momentum (not the cumulative average, momentum=None)")
+    spatial = _spatial_sizes(model, input_shape)
+    n = update.num_samples
+    b = n if update.training.batch_size is None else min(update.training.batch_size, n)
+    steps = update.local_steps
+    return tuple(
+        (statistics_from_running(m.running_mean, mean, m.momentum, steps),
+         statistics_from_running(m.running_var, var, m.momentum, steps, count=b * size, variance=True))
+        for m, (mean, var), size in zip(layers, update.bn_running, spatial))
+
+
+def _spatial_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
+    """Elements per channel and sample of the features entering each BN layer."""
+    sizes: list[int] = []
+    handles = [m.register_forward_hook(lambda _m, inputs, _o: sizes.append(inputs[0][0, 0].numel()))
+               for m in bn_layers(model)]
+    try:
+        device = next(model.parameters()).device
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        with torch.no_grad():
+            functional_call(model, (dict(model.named_parameters()), buffers),
+                            (torch.zeros(2, *input_shape, device=device),))
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes
+
+
 def bn_distance(stats: Stats, target: Stats) -> torch.Tensor:
     """Yin et al.'s R_BN: summed L2 norms of the mean and variance differences."""
     return sum((m - mt).norm() + (v - vt).norm() for (m, v), (mt, vt) in zip(stats, target))
@@ -105,9 +146,10 @@ class BNTarget:
     assumption: Assumption
 
 
-def bn_target(source: str, model: nn.Module, update: ClientUpdate, proxy: torch.Tensor | None = None) -> BNTarget:
+def bn_target(source: str, model: nn.Module, update: ClientUpdate, proxy: torch.Tensor | None = None,
+              input_shape: tuple[int, ...] | None = None) -> BNTarget:
     """The target statistics from `source` (a key of `BN_SOURCES`) for `model` (the attacker's
-    copy, in the client's mode)."""
+    copy, in the client's mode); "client-running" needs the samples' `input_shape`."""
     if source not in BN_SOURCES:
         raise GradleakError(f"bn_source must be one of {', '.join(BN_SOURCES)}, got {source!r}")
     layers = bn_layers(model)
@@ -118,6 +160,11 @@ def bn_target(source: str, model: nn.Module, update: ClientUpdate, proxy: torch.
         if not update.bn_statistics:
             raise GradleakError("bn_source 'client' needs the client's BN statistics, but the update carries none")
         stats = tuple((m.detach().to(device), v.detach().to(device)) for m, v in update.bn_statistics)
+    elif source == "client-running":
+        if input_shape is None:
+            raise GradleakError("bn_source 'client-running' needs the samples' input_shape")
+        stats = tuple((m.detach().to(device), v.detach().to(device))
+                      for m, v in statistics_from_update(model, update, tuple(input_shape)))
     elif source == "running":
         stats = running_statistics(model)
     else:
