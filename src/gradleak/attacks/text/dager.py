@@ -49,6 +49,8 @@ from gradleak.attacks.text.layers import (
     projection_gradient,
     projection_inputs,
     projections,
+    span_basis,
+    span_residual,
     unwrap,
 )
 from gradleak.checks import check_positive_float, check_positive_int
@@ -57,43 +59,6 @@ from gradleak.records import ClientUpdate, Protocol
 from gradleak.text.records import TextKnowledge, TextReconstruction
 
 log = logging.getLogger(__name__)
-
-
-def span_basis(gradient: torch.Tensor, rank_tol: float = 1e-9, gap: float = 20.0, noise: float = 1.5) -> torch.Tensor:
-    """An orthonormal basis (d, r) of the gradient's row space (float64 SVD of the float32
-    gradient). The rank counts the singular values above the float32 noise floor: the
-    smallest singular value s_min of an (m, d) gradient whose tail is rounding noise puts
-    that noise's largest singular value near s_min (sqrt m + sqrt d) / (sqrt m - sqrt d)
-    (Marchenko-Pastur edges); values above `noise` times that are signal. The floor is
-    used when s_min is below 1e-5 of the largest (else the spectrum has no noise tail:
-    the batch fills the width); `rank_tol` times the largest is a lower bound, and a drop
-    of at least `gap` between neighbours below 1e-3 of the largest also ends the signal.
-    (A fixed relative cut such as 1e-6 drops the tokens whose backpropagated errors are
-    small: their directions sit between 1e-6 and the noise floor, and their inputs then
-    fail the span test; see experiments/text/README.md.)"""
-    g = gradient.detach().double()
-    _, s, vh = torch.linalg.svd(g, full_matrices=False)
-    if s.numel() == 0 or s[0] == 0:
-        return vh[:0].T
-    thr = rank_tol * s[0]
-    m, d = max(g.shape), min(g.shape)
-    if s[-1] < 1e-5 * s[0] and m > d:
-        edge = (m**0.5 + d**0.5) / (m**0.5 - d**0.5)
-        thr = max(thr, noise * edge * s[-1])
-    rank = int((s > thr).sum())
-    ratios = s[:-1] / s[1:].clamp_min(1e-300)
-    tail = (s[1:] < 1e-3 * s[0]) & (torch.arange(1, s.numel()) < rank)
-    if tail.any():
-        best = int(torch.where(tail, ratios, torch.zeros_like(ratios)).argmax())
-        if ratios[best] >= gap:
-            rank = best + 1
-    return vh[:rank].T
-
-
-def span_residual(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Relative distance of each row of x (..., d) to the span of `basis` (d, r)."""
-    x = x.double()
-    return (x - (x @ basis) @ basis.T).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-30)
 
 
 def class_labels(update: ClientUpdate) -> tuple[int, ...] | None:
@@ -111,10 +76,9 @@ def class_labels(update: ClientUpdate) -> tuple[int, ...] | None:
 class Dager(TextAttack):
     """DAGER (Petrov et al., NeurIPS 2024): exact batch recovery by span checks.
 
-    Args: tol (relative residual accepting a candidate at layer 1), tol2 (at layer 2; for
-    an encoder's whole sequences tol2_encoder: their weakest directions sit nearer the
-    float32 noise, true sequences measured up to 2e-3 and one-token changes from 7e-3 on
-    a 3 x 256 BERT-like model),
+    Args: tol (relative residual accepting a candidate at layer 1), tol2 (at layer 2),
+    tol2_encoder (an encoder's whole sequences: the median over positions, see
+    `dager_encoder`), noise (the rank's noise floor, see `span_basis`),
     rank_tol and gap (how the span's rank is read, see `span_basis`), max_length (positions
     tried), max_candidates (decoder: prefixes tested per step before giving up: "partial");
     encoder only: restarts, sweeps and max_seconds of the search in `dager_encoder`.
@@ -122,8 +86,8 @@ class Dager(TextAttack):
 
     name = "dager"
 
-    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, tol2_encoder: float = 4e-3, rank_tol: float = 1e-9, gap: float = 20.0,
-                 noise: float = 1.5, max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048,
+    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, tol2_encoder: float = 1e-3, rank_tol: float = 1e-9, gap: float = 20.0,
+                 noise: float = 1.0, max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048,
                  restarts: int = 16, sweeps: int = 4, max_seconds: float = 120.0) -> None:
         self.tol = check_positive_float("tol", tol)
         self.tol2 = check_positive_float("tol2", tol2)

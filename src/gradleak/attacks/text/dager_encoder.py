@@ -17,7 +17,12 @@ right token under the right context, while a wrong token stands out even when ma
 positions are still wrong. So for each length L (longest first; then all lengths again,
 up to `max_rounds` rounds) `restarts` random sequences from the sets are improved position
 by position (each position set to the token of C_p with the lowest layer-2 residual
-there, `sweeps` passes), and every result is checked exactly (all positions below `tol2`), which also fixes its length. The search
+there, `sweeps` passes; after the first pass only the `keep` best tokens of each position
+are retried), and every result is checked exactly, which also fixes its length: the
+median of its positions' residuals below `tol2` (not the maximum: a token whose
+backpropagated error is small sits near the float32 noise and fails alone, while a wrong
+token changes every position's context; measured on a 3 x 256 BERT-like model: true
+sequences' medians up to 6e-4, sequences one token away from a true one from 2.6e-3). The search
 stops when `wanted` sequences passed, or when lengths or `max_seconds` run out; then it
 says so (a sequence no restart reached is missed: a heuristic, not an exhaustive search).
 """
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradleak.attacks.text.layers import projection_inputs
+from gradleak.attacks.text.layers import projection_inputs, span_residual
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,8 @@ class _Layer:
 
 
 def encoder_search(model, proj1, proj2, basis, sets: list[list[int]], *, wanted: int, tol2: float,
-                   restarts: int, sweeps: int, max_seconds: float, seed: int, max_rounds: int = 8) -> EncoderSearch:
+                   restarts: int, sweeps: int, max_seconds: float, seed: int, max_rounds: int = 8, keep: int = 8) -> EncoderSearch:
     """Coordinate search with exact checks (see the module docstring)."""
-    from gradleak.attacks.text.dager import span_residual
-
     start = time.perf_counter()
     device = basis.device
     layer = _Layer(model, proj2)
@@ -91,25 +94,29 @@ def encoder_search(model, proj1, proj2, basis, sets: list[list[int]], *, wanted:
     for i_try, length in enumerate(rounds):
         # seq[r, p]: index into sets[p] of restart r's token at position p
         seq = torch.stack([torch.randint(len(sets[p]), (restarts,), generator=gen) for p in range(length)], 1)
+        tops: list[torch.Tensor | None] = [None] * length
         with torch.no_grad():
-            for _ in range(sweeps):
+            for sweep in range(sweeps):
                 changed = False
                 for p in range(length):
                     keys = torch.stack([tabs[j][2][seq[:, j]] for j in range(length)], 1)  # (R, L, h, hd)
                     values = torch.stack([tabs[j][3][seq[:, j]] for j in range(length)], 1)
                     x1, q, k, v = tabs[p]
-                    c, r = x1.shape[0], seq.shape[0]
-                    kk = keys.repeat_interleave(c, 0)
-                    vv = values.repeat_interleave(c, 0)
-                    kk[:, p], vv[:, p] = k.repeat(r, 1, 1), v.repeat(r, 1, 1)
-                    x2 = layer.output(x1.repeat(r, 1), q.repeat(r, 1, 1), kk, vv)
-                    best = span_residual(x2, basis).view(r, c).argmin(1)
+                    idx = torch.arange(x1.shape[0]).expand(restarts, -1) if tops[p] is None else tops[p]
+                    flat = idx.flatten()
+                    kk = keys.repeat_interleave(idx.shape[1], 0)
+                    vv = values.repeat_interleave(idx.shape[1], 0)
+                    kk[:, p], vv[:, p] = k[flat], v[flat]
+                    res = span_residual(layer.output(x1[flat], q[flat], kk, vv), basis).view(idx.shape)
+                    if tops[p] is None:  # later sweeps try only each restart's `keep` best tokens here
+                        tops[p] = idx.gather(1, res.topk(min(keep, idx.shape[1]), 1, largest=False).indices)
+                    best = idx.gather(1, res.argmin(1, keepdim=True))[:, 0]
                     changed |= bool((best != seq[:, p]).any())
                     seq[:, p] = best
                 if not changed:
                     break
         cands = torch.stack([pools[p][seq[:, p]] for p in range(length)], 1).unique(dim=0)
-        res = span_residual(projection_inputs(model, proj2, cands), basis).max(1).values
+        res = span_residual(projection_inputs(model, proj2, cands), basis).median(1).values
         for i in torch.nonzero(res < tol2).flatten().tolist():
             found[tuple(int(t) for t in cands[i])] = float(res[i])
         if len(found) >= wanted:
