@@ -7,7 +7,6 @@ import argparse
 import json
 
 from gradleak.cli.args import add_seed, kv, options
-from gradleak.errors import GradleakError
 
 
 def add_parser(sub) -> None:
@@ -33,55 +32,39 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_text_attack)
 
 
-def _marked(tokens: list[str], original: list[int], recovered: list[int]) -> str:
-    return "".join(t if i < len(original) and original[i] == r else f"[{t}]"
-                   for i, (t, r) in enumerate(zip(tokens, recovered)))
+def _marked(tokens, hits) -> str:
+    """A reconstruction's tokens, those not at their original's position in [brackets]."""
+    return "".join(t if hit else f"[{t}]" for t, hit in zip(tokens, hits))
 
 
 def cmd_text_attack(args: argparse.Namespace) -> int:
     import torch
 
-    from gradleak.attacks.text import TEXT_ATTACKS
     from gradleak.checks import check_int, check_seed
-    from gradleak.text.client import text_update
-    from gradleak.text.corpus import builtin_corpus, load_csv, load_lines
-    from gradleak.text.metrics import text_metrics
-    from gradleak.text.models import TEXT_MODELS
-    from gradleak.text.records import TextKnowledge
-    from gradleak.text.tokenizer import EOS, builtin_tokenizer, load_tokenizer
+    from gradleak.pipelines.text_audit import TextAuditConfig, run_text_audit
 
     check_seed(args.seed)
     n = check_int("--batch", args.batch, low=1)
     torch.set_num_threads(1)
-    attack = TEXT_ATTACKS.create(args.attack, options(args.options, "-o/--option"))
-    corpus = load_csv(args.csv, args.column) if args.csv else load_lines(args.text) if args.text else builtin_corpus()
-    if n > len(corpus):
-        raise GradleakError(f"--batch must be at most the corpus's {len(corpus)} sequences, got {n}")
-    tok = load_tokenizer(args.tokenizer) if args.tokenizer else builtin_tokenizer()
-    idx = torch.randperm(len(corpus), generator=torch.Generator().manual_seed(args.seed))[:n].tolist()
-    task = "causal-lm" if args.model == "gpt2" else "classification"
     sizes = {"layers": args.layers or (2 if args.model == "gpt2" else 3), "width": args.width,
-             "max_length": max(64, args.max_length), "seed": args.seed, "checkpoint": args.checkpoint}
-    if task == "classification":
-        sizes["num_classes"] = max(2, len(corpus.classes))
-    model = TEXT_MODELS.create(args.model, sizes, vocab_size=tok.vocab_size)
-    labels = [corpus.labels[i] for i in idx] if task == "classification" else None
-    batch = tok.batch([corpus.sentences[i] for i in idx], max_length=args.max_length, task=task, labels=labels)
-    knowledge = TextKnowledge(n, length=int(batch.input_ids.shape[1]), end_token=EOS if task == "causal-lm" else None)
-    rec = attack.reconstruct(model, text_update(model, batch), knowledge, seed=args.seed)
-    originals = batch.sequences()
-    m = text_metrics(originals, rec.sequences, tok.decode)
+             "checkpoint": args.checkpoint}
+    config = TextAuditConfig(model=args.model, model_options=sizes, attack=args.attack,
+                             attack_options=options(args.options, "-o/--option"), batch_size=n,
+                             max_length=args.max_length, text=None if args.csv else args.text, csv=args.csv,
+                             column=args.column, tokenizer=args.tokenizer, seed=args.seed)
+    run = run_text_audit(config)
+    rec, m = run.reconstruction, run.metrics
     if args.json:
         print(json.dumps({"attack": args.attack, "model": args.model, "status": rec.status,
                           "seconds": round(rec.seconds, 3), "metrics": m.summary(), "notes": list(rec.notes),
-                          "originals": [tok.decode(s) for s in originals],
-                          "reconstructions": [tok.decode(s) for s in rec.sequences]}, indent=2))
+                          "originals": list(run.original_texts),
+                          "reconstructions": list(run.reconstruction_texts)}, indent=2))
         return 0
     print(f"{args.attack} on {args.model}: {rec.status} in {rec.seconds:.1f} s, {len(rec.sequences)} sequences "
           f"recovered for {n}" + "".join(f"\n  note: {note}" for note in rec.notes))
-    for i, (orig, j) in enumerate(zip(originals, m.assignment)):
-        print(f"\n#{i} original:      {tok.decode(orig)}")
-        got = list(rec.sequences[j]) if j >= 0 else []
-        print(f"#{i} reconstructed: {_marked(tok.tokens(got), list(orig), got) if got else '(none)'}")
+    for i, (text, pair) in enumerate(zip(run.original_texts, run.pairs)):
+        print(f"\n#{i} original:      {text}")
+        got = _marked(pair.reconstruction, pair.reconstruction_hits) if pair.reconstruction else "(none)"
+        print(f"#{i} reconstructed: {got}")
     print("\n" + "  ".join(f"{k}={v:.3f}" for k, v in m.summary().items()))
     return 0

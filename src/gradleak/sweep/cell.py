@@ -1,7 +1,8 @@
-"""Run one sweep cell: the audit, the extra metrics, the image grid; never raise for a bad cell.
+"""Run one sweep cell through its kind (`CELL_KINDS`); never raise for a bad cell.
 
 This is what executors ship to workers. The result travels back to the single writer
 as a `CellOutcome` (the row plus its artifact bytes), so workers never touch the store.
+Cell kinds: "image" (`gradleak attack` audits) and "text" (text audits).
 """
 
 from __future__ import annotations
@@ -11,44 +12,31 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
 from gradleak.errors import GradleakError
-from gradleak.sweep.records import DONE, FAILED, Cell, CellRow
+from gradleak.registry import Registry
+from gradleak.sweep.image_cell import ImageCells
+from gradleak.sweep.kinds import CellKind
+from gradleak.sweep.records import FAILED, Cell, CellOutcome, CellRow
+from gradleak.sweep.text_cell import TextCells
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CellOutcome:
-    row: CellRow
-    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # name -> PNG bytes
+CELL_KINDS: Registry[CellKind] = Registry("cell kind")
+CELL_KINDS.add("image", ImageCells(), "a `gradleak attack` audit on images, scored by the image metrics")
+CELL_KINDS.add("text", TextCells(), "a text audit (`gradleak text-attack`), scored by the text metrics")
 
 
 def run_cell(cell: Cell, sweep: str) -> CellOutcome:
-    """Audit one cell. A user error or a crash inside the attack becomes a failed row."""
-    from gradleak.pipelines.audit import AuditConfig, run_audit, versions
-    from gradleak.pipelines.write import audit_grid_png
+    """Run one cell by its kind. A user error or a crash inside the attack becomes a failed row."""
+    from gradleak.pipelines.audit import versions
 
     started = time.time()
     try:
-        run = run_audit(AuditConfig.from_settings(cell.settings))
-        result = run.result
-        per_sample = {**result.metrics.values, "baseline_psnr": result.metrics.baseline_psnr}
-        timings = dict(result.timings)
-        if result.peak_memory_bytes is not None:
-            timings["peak_memory_mib"] = result.peak_memory_bytes / 2**20
-        metrics = result.metrics.means()
-        png = audit_grid_png(run)
-        row = CellRow(key=cell.key, sweep=sweep, settings=cell.settings, axes=cell.axes, status=DONE,
-                      metrics=metrics, per_sample=per_sample, timings=timings,
-                      versions={**result.versions, "device": _device_name(result.settings["device_used"])},
-                      started=started, finished=time.time(),
-                      error=None if result.status == "ok" else f"attack status: {result.status}")
-        return CellOutcome(row, {"grid": png})
+        return CELL_KINDS.get(cell.kind).run(cell, sweep, started)
     except (KeyboardInterrupt, SystemExit):
         raise
     except GradleakError as exc:
@@ -79,9 +67,4 @@ def _watch_parent(parent: int, every: float = 1.0) -> None:
             os._exit(1)
 
 
-def _device_name(device: str) -> str:
-    """'cuda:0 (NVIDIA H200)': where a cell ran, for its row."""
-    if device.startswith("cuda"):
-        index = int(device.split(":")[1]) if ":" in device else 0
-        return f"{device} ({torch.cuda.get_device_name(index)}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'all')})"
-    return device
+__all__ = ["CELL_KINDS", "CellOutcome", "init_worker", "run_cell"]

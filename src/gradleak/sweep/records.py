@@ -25,7 +25,8 @@ class Cell:
     key: str
     settings: Mapping[str, Any]  # AuditConfig.to_dict() of the resolved setting
     axes: Mapping[str, Any]  # dotted axis name -> this cell's value ("attack_options.iterations": 200)
-    metrics: tuple[str, ...] = ("psnr", "ssim", "mse")  # registered image metrics to compute per sample
+    metrics: tuple[str, ...] = ("psnr", "ssim", "mse")  # the metrics to compute per sample (its kind's names)
+    kind: str = "image"  # the cell kind (`gradleak.sweep.cell.CELL_KINDS`) that validates and runs it
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,11 @@ class CellRow:
     """One stored cell: its outcome (done or failed with the error), numbers and artifacts.
 
     `metrics` holds batch means (psnr, ssim, mse, any perceptual metric, label_accuracy
-    when labels were recovered); `per_sample` the per-image values in the original
-    batch's order. `artifacts` maps an artifact name ("grid") to a file path relative
-    to the store's artifact folder (`ResultStore.artifact_dir`).
+    when labels were recovered; for text cells token_accuracy, rouge1/2/L, exact);
+    `per_sample` the per-image (per-sentence) values in the original batch's order.
+    `artifacts` maps an artifact name ("grid": the image grid PNG; "text.json": a text
+    cell's sentences) to a file path relative to the store's artifact folder
+    (`ResultStore.artifact_dir`).
     """
 
     key: str
@@ -56,3 +59,11 @@ class CellRow:
     @property
     def done(self) -> bool:
         return self.status == DONE
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What a worker sends back to the driver: the row and its artifacts' bytes."""
+
+    row: CellRow
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # name -> file bytes (see `CellRow.artifacts`)

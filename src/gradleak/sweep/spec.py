@@ -2,8 +2,9 @@
 
 ```yaml
 name: table1                    # the sweep's name in the store (default: the file's stem)
-metrics: [psnr, ssim, stlpips]  # registered image metrics per cell (default psnr, ssim, mse)
-base:                           # any `gradleak attack` setting (AuditConfig field)
+kind: image                     # image (default: `gradleak attack` audits) or text (text audits)
+metrics: [psnr, ssim, stlpips]  # the kind's metrics per cell (image default psnr, ssim, mse; text: all five)
+base:                           # any `gradleak attack` setting (AuditConfig field; text: TextAuditConfig's)
   model: convnet
   model_options: {width: 16}
   attack: ig
@@ -18,15 +19,14 @@ zip:                            # axes that move together, as extra product fact
 
 Every error names its place in the file (`grid.epochs[2]`) and the allowed keys or
 values. A cell's key is the SHA-256 of its canonical resolved settings: AuditConfig's
-fields with the attack's and model's option defaults filled in, plus the metrics.
+fields with the attack's and model's option defaults filled in, plus the metrics (and,
+for kinds other than image, the kind). The kind is resolved once, here, to a `CellKind`
+(`gradleak.sweep.cell.CELL_KINDS`), which checks settings and metrics and builds cells.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -35,11 +35,11 @@ from typing import Any, Mapping
 
 from gradleak.errors import GradleakError
 from gradleak.io import plain_data
+from gradleak.sweep.cell import CELL_KINDS
+from gradleak.sweep.kinds import CellKind
 from gradleak.sweep.records import Cell
 
-TOP_KEYS = ("name", "description", "metrics", "base", "grid", "zip")
-NESTED = ("attack_options", "model_options")
-DEFAULT_METRICS = ("psnr", "ssim", "mse")
+TOP_KEYS = ("name", "description", "kind", "metrics", "base", "grid", "zip")
 MAX_CELLS = 20_000  # every cell is validated before any runs: a bound on that, and on a store's size
 
 
@@ -60,52 +60,27 @@ class SweepSpec:
     metrics: tuple[str, ...]
     source: str
     description: str = ""
+    kind: str = "image"  # a CELL_KINDS name
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "metrics": list(self.metrics),
+        return {"name": self.name, "description": self.description, "kind": self.kind, "metrics": list(self.metrics),
                 "base": plain_data(dict(self.base)),
                 "axes": [{"names": list(a.names), "points": plain_data(a.points)} for a in self.axes]}
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in file order; cells that resolve to the same settings appear once."""
         out, seen = [], set()
+        kind = CELL_KINDS.get(self.kind)
         for combo in itertools.product(*(a.points for a in self.axes)):
             axes: dict[str, Any] = {}
             for axis, point in zip(self.axes, combo):
                 axes.update(zip(axis.names, point))
             where = ", ".join(f"{k}={v!r}" for k, v in axes.items()) or "the base setting"
-            cell = make_cell({**self.base, **axes}, axes, self.metrics, f"{self.source}: cell {where}")
+            cell = kind.make_cell({**self.base, **axes}, axes, self.metrics, f"{self.source}: cell {where}")
             if cell.key not in seen:
                 seen.add(cell.key)
                 out.append(cell)
         return out
-
-
-def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Nested option mappings become dotted names; other keys stay as they are."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        key = str(key).replace("-", "_")
-        if key in NESTED and isinstance(value, Mapping):
-            for sub, v in value.items():
-                out[f"{key}.{str(sub).replace('-', '_')}"] = v
-        else:
-            out[key] = value
-    _check_keys(out, where)
-    return out
-
-
-def _check_keys(settings: Mapping[str, Any], where: str) -> None:
-    from gradleak.pipelines.config import accepted_keys, config_keys
-
-    allowed = accepted_keys()
-    for key in settings:
-        head = key.split(".", 1)[0]
-        if head == "metrics":
-            raise GradleakError(f"{where}.metrics: the metrics of a sweep are its top-level 'metrics' list")
-        if head not in allowed or ("." in key and head not in NESTED):
-            raise GradleakError(f"{where}.{key}: unknown setting; allowed: {', '.join(config_keys())}, "
-                                f"and {'/'.join(NESTED)}.NAME for one option")
 
 
 def _values(value: Any, where: str) -> tuple[Any, ...]:
@@ -160,14 +135,15 @@ def load_sweep(path: str | Path, *, device: str | None = None) -> SweepSpec:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name.strip()):
         # the name becomes the default store's file name (runs/<name>.sqlite)
         raise GradleakError(f"{src}: name must be letters, digits, '.', '_' or '-' (a file name), got {name!r}")
-    metrics = data.get("metrics", list(DEFAULT_METRICS))
+    kind = _kind(data.get("kind", "image"), src)
+    metrics = data.get("metrics", list(kind.default_metrics))
     if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
         raise GradleakError(f"{src}: metrics must be a non-empty list of metric names, got {metrics!r}")
-    _check_metrics(metrics, f"{src}: metrics")
+    kind.check_metrics(tuple(metrics), f"{src}: metrics")
     base = data.get("base") or {}
     if not isinstance(base, Mapping):
         raise GradleakError(f"{src}: base must be a mapping of settings, got {base!r}")
-    base = _flatten(base, f"{src}: base")
+    base = kind.flatten(base, f"{src}: base")
 
     axes: list[GridAxis] = []
     grid = data.get("grid") or {}
@@ -175,7 +151,7 @@ def load_sweep(path: str | Path, *, device: str | None = None) -> SweepSpec:
         raise GradleakError(f"{src}: grid must be a mapping of setting -> values, got {grid!r}")
     for key, value in grid.items():
         key = str(key).replace("-", "_")
-        _check_keys({key: None}, f"{src}: grid")
+        kind.check_keys({key: None}, f"{src}: grid")
         where = f"grid.{key}"
         axes.append(GridAxis((key,), tuple((v,) for v in _values(value, f"{src}: {where}")), where))
     zipped = data.get("zip") or []
@@ -186,7 +162,7 @@ def load_sweep(path: str | Path, *, device: str | None = None) -> SweepSpec:
         if not isinstance(group, Mapping) or not group:
             raise GradleakError(f"{src}: {where} must be a mapping of setting -> list, got {group!r}")
         names = tuple(str(k).replace("-", "_") for k in group)
-        _check_keys(dict.fromkeys(names), f"{src}: {where}")
+        kind.check_keys(dict.fromkeys(names), f"{src}: {where}")
         columns = [_values(v, f"{src}: {where}.{k}") for k, v in zip(names, group.values())]
         if len({len(c) for c in columns}) != 1:
             lengths = {k: len(c) for k, c in zip(names, columns)}
@@ -205,69 +181,24 @@ def load_sweep(path: str | Path, *, device: str | None = None) -> SweepSpec:
     for axis in axes:
         for j, point in enumerate(axis.points):
             where = f"{src}: {axis.where}[{j}]" if len(axis.names) == 1 else f"{src}: {axis.where} point {j}"
-            make_cell({**base, **dict(zip(axis.names, point))}, {}, tuple(metrics), where)
+            kind.make_cell({**base, **dict(zip(axis.names, point))}, {}, tuple(metrics), where)
     spec = SweepSpec(name=name.strip(), base=base, axes=tuple(axes), metrics=tuple(metrics), source=src,
-                     description=str(data.get("description") or ""))
+                     description=str(data.get("description") or ""), kind=kind.name)
     spec.cells()  # every combination, validated before any runs
     return spec
 
 
-def _check_metrics(metrics, where: str) -> None:
-    from gradleak.metrics import METRICS, check_metric
-
-    for i, m in enumerate(metrics):
-        if m not in METRICS:
-            raise GradleakError(f"{where}[{i}]: unknown metric {m!r}; known metrics: {', '.join(METRICS.names())}")
-        try:
-            check_metric(m)
-        except GradleakError as exc:
-            raise GradleakError(f"{where}[{i}]: metric {m!r} cannot run here: {exc}") from None
+def _kind(name: Any, src: str) -> CellKind:
+    """The sweep's cell kind, resolved once for the whole file."""
+    if not isinstance(name, str) or name not in CELL_KINDS:
+        raise GradleakError(f"{src}: kind: unknown cell kind {name!r}; known cell kinds: {', '.join(CELL_KINDS.names())}")
+    return CELL_KINDS.get(name)
 
 
-def _plain_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults that are plain data (what JSON can hold): the rest cannot key a cell."""
-    out = {}
-    for name, default in defaults.items():
-        if default is inspect.Parameter.empty:
-            continue
-        try:
-            json.dumps(default)
-        except TypeError:
-            continue
-        out[name] = default
-    return out
-
-
-def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[str, ...], where: str) -> Cell:
-    """Build and validate one cell from dotted settings; errors are prefixed with `where`."""
-    from gradleak.attacks import ATTACKS
-    from gradleak.models.build import check_model_options, model_options
-    from gradleak.pipelines.config import AuditConfig
-
-    settings: dict[str, Any] = {"attack_options": {}, "model_options": {}}
-    for key, value in flat.items():
-        if "." in key:
-            head, sub = key.split(".", 1)
-            settings[head] = {**settings.get(head, {}), sub: value}
-        elif key in NESTED:
-            if not isinstance(value, Mapping):
-                raise GradleakError(f"{where}: {key} must be a mapping, got {value!r}")
-            settings[key] = {**settings.get(key, {}), **value}
-        else:
-            settings[key] = value
-    settings["metrics"] = tuple(metrics)
-    try:
-        config = AuditConfig.from_settings(settings)
-        check_model_options(config.model, config.model_options)
-        model_defaults = _plain_defaults(model_options(config.model))
-    except GradleakError as exc:
-        raise GradleakError(f"{where}: {exc}") from None
-    resolved = config.to_dict()
-    resolved["attack_options"] = {**_plain_defaults(ATTACKS.options(config.attack)), **resolved["attack_options"]}
-    resolved["model_options"] = {**model_defaults, **resolved["model_options"]}
-    canonical = json.dumps({"settings": resolved, "metrics": sorted(metrics)}, sort_keys=True, default=str)
-    key = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-    return Cell(key=key, settings=resolved, axes=plain_data(dict(axes)), metrics=tuple(metrics))
+def make_cell(flat: Mapping[str, Any], axes: Mapping[str, Any], metrics: tuple[str, ...], where: str,
+              kind: str = "image") -> Cell:
+    """Build and validate one cell of `kind` from dotted settings; errors are prefixed with `where`."""
+    return CELL_KINDS.get(kind).make_cell(flat, axes, metrics, where)
 
 
 __all__ = ["GridAxis", "SweepSpec", "load_sweep", "make_cell"]

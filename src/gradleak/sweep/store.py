@@ -137,8 +137,9 @@ class ResultStore:
     def write(self, row: CellRow, artifacts: Mapping[str, bytes] = {}) -> CellRow:
         """Store a cell's row, replacing an earlier attempt; artifacts are written first.
 
-        `artifacts` maps a name to file bytes; each goes to `<artifact_dir>/<key>-<name>.png`
-        atomically before the row commits, so the row never names a missing file.
+        `artifacts` maps a name to file bytes; each goes to `<artifact_dir>/<key>-<name>` (".png"
+        appended to a name without a suffix, like "grid"; "text.json" keeps its own) atomically
+        before the row commits, so the row never names a missing file.
         """
         if row.status not in (DONE, FAILED):
             raise GradleakError(f"row status must be {DONE!r} or {FAILED!r}, got {row.status!r}")
@@ -146,7 +147,7 @@ class ResultStore:
         if artifacts:
             self.artifact_dir.mkdir(parents=True, exist_ok=True)
             for name, data in artifacts.items():
-                rel = f"{row.key}-{name}.png"
+                rel = f"{row.key}-{name}" + ("" if "." in name else ".png")
                 atomic_write_bytes(self.artifact_dir / rel, data)
                 paths[name] = rel
         previous = self._db.execute("SELECT attempts FROM cells WHERE key = ?", (row.key,)).fetchone()

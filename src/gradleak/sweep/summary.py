@@ -33,7 +33,8 @@ from gradleak.sweep.axes import (
 from gradleak.sweep.records import DONE, FAILED, CellRow
 
 PERCEPTUAL_METRICS = ("lpips", "stlpips")  # preferred first: the SoK's thresholds are LPIPS values
-METRIC_ORDER = ("psnr", "ssim", "mse", "lpips", "stlpips", "label_accuracy")
+METRIC_ORDER = ("psnr", "ssim", "mse", "lpips", "stlpips", "label_accuracy", "token_accuracy", "rouge1", "rouge2", "rougeL",
+                "exact", "returned")
 
 
 @dataclass(frozen=True)

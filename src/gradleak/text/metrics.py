@@ -5,7 +5,8 @@ exact-sequence rate.
 Matching: the Hungarian assignment (scipy) of reconstructions to originals maximizing the
 summed ROUGE-L F-measure (ties and missing reconstructions: an original left unmatched
 scores 0 on every metric). Token accuracy of a pair: the fraction of the original's
-positions holding the same token id in the reconstruction.
+positions holding the same token id in the reconstruction (`token_matches`), the same
+position-by-position alignment the CLI and the HTML reports mark (`aligned_pairs`).
 """
 
 from __future__ import annotations
@@ -39,10 +40,48 @@ class TextMetrics:
         return {name: self.mean(name) for name in self.values}
 
 
+@dataclass(frozen=True)
+class AlignedPair:
+    """An original and its matched reconstruction, token by token, for displays: each
+    token's text, and per token whether the other sequence holds the same id at that
+    position. `reconstruction` is empty when no reconstruction was matched to it."""
+
+    original: tuple[str, ...]
+    reconstruction: tuple[str, ...]
+    original_hits: tuple[bool, ...]
+    reconstruction_hits: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("original", "reconstruction", "original_hits", "reconstruction_hits"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.original) != len(self.original_hits) or len(self.reconstruction) != len(self.reconstruction_hits):
+            raise GradleakError("AlignedPair needs one hit flag per token on each side")
+
+
+def token_matches(sequence: Sequence[int], other: Sequence[int]) -> tuple[bool, ...]:
+    """Per position of `sequence`: whether `other` holds the same token id there."""
+    return tuple(i < len(other) and other[i] == t for i, t in enumerate(sequence))
+
+
 def token_accuracy(original: Sequence[int], recovered: Sequence[int]) -> float:
     if not original:
         raise GradleakError("original must hold at least one token, got an empty sequence")
-    return sum(1 for i, t in enumerate(original) if i < len(recovered) and recovered[i] == t) / len(original)
+    return sum(token_matches(original, recovered)) / len(original)
+
+
+def aligned_pairs(originals: Sequence[Sequence[int]], reconstructions: Sequence[Sequence[int]],
+                  assignment: Sequence[int],
+                  tokens: Callable[[Sequence[int]], Sequence[str]]) -> tuple[AlignedPair, ...]:
+    """One `AlignedPair` per original, with the reconstruction `assignment` matched to it
+    (-1: none); `tokens` turns ids into each token's text."""
+    if len(assignment) != len(originals):
+        raise GradleakError(f"assignment must hold one entry per original ({len(originals)}), got {len(assignment)}")
+    out = []
+    for original, j in zip(originals, assignment):
+        got = list(reconstructions[j]) if j >= 0 else []
+        out.append(AlignedPair(tuple(tokens(list(original))), tuple(tokens(got)), token_matches(original, got),
+                               token_matches(got, original)))
+    return tuple(out)
 
 
 def _scorer():
@@ -82,4 +121,5 @@ def text_metrics(originals: Sequence[Sequence[int]], reconstructions: Sequence[S
     return TextMetrics({k: tuple(v) for k, v in values.items()}, tuple(assignment))
 
 
-__all__ = ["METRIC_NAMES", "TextMetrics", "text_metrics", "token_accuracy"]
+__all__ = ["METRIC_NAMES", "AlignedPair", "TextMetrics", "aligned_pairs", "text_metrics", "token_accuracy",
+           "token_matches"]

@@ -16,12 +16,12 @@ its input lies in that span (relative residual below `tol`).
    every token of C_p, and the extensions whose layer-2 input lies in layer 2's span are
    kept; a prefix no token extends is finished.
    Encoder (BERT-like, bidirectional): the layer-2 inputs depend on the whole sequence, so
-   whole candidate sequences are tested: for each length, sequences built from the sets C_p
-   are searched (exhaustively while the product of the set sizes is under `max_candidates`,
-   which is exact; else by a seeded coordinate search under a time budget, a heuristic
-   that may miss sequences). The encoder needs at least 3 layers: the last layer of a
-   classifier reads only the first token's query, so its gradient spans only a few
-   attention-weighted mixtures, not every token's input.
+   only whole candidate sequences can be tested; `dager_encoder` searches them (a seeded
+   coordinate search over the sets C_p with exact single-position updates, every length,
+   each result checked exactly; a heuristic under `max_seconds` that says when it found
+   fewer sequences than the batch holds). The encoder needs at least 3 layers: the last
+   layer of a classifier reads only the first token's query, so its gradient spans only
+   a few attention-weighted mixtures, not every token's input.
 The client's end token (knowledge.end_token), which never reaches the gradient, is
 appended to every recovered sequence. LoRA (peft, adapter-only updates, GPT-2): the
 gradient of an adapter's B (out, r) in y = W x + B A x has rows spanned by the projected
@@ -34,7 +34,6 @@ projections' weight gradients.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 
@@ -42,6 +41,7 @@ import torch
 from torch import nn
 
 from gradleak.attacks.text.base import TextAttack
+from gradleak.attacks.text.dager_encoder import encoder_search
 from gradleak.attacks.text.layers import (
     architecture,
     decoder_step,
@@ -49,6 +49,8 @@ from gradleak.attacks.text.layers import (
     projection_gradient,
     projection_inputs,
     projections,
+    span_basis,
+    span_residual,
     unwrap,
 )
 from gradleak.checks import check_positive_float, check_positive_int
@@ -57,31 +59,6 @@ from gradleak.records import ClientUpdate, Protocol
 from gradleak.text.records import TextKnowledge, TextReconstruction
 
 log = logging.getLogger(__name__)
-
-
-def span_basis(gradient: torch.Tensor, rank_tol: float = 1e-6, gap: float = 20.0) -> torch.Tensor:
-    """An orthonormal basis (d, r) of the gradient's row space (float64 SVD). The rank is
-    cut at the widest drop between consecutive singular values in the tail (below 1e-3 of
-    the largest) when that drop exceeds `gap` (the float32 noise floor is flat, the
-    signal's spectrum is not), else at `rank_tol` times the largest."""
-    g = gradient.detach().double()
-    _, s, vh = torch.linalg.svd(g, full_matrices=False)
-    if s.numel() == 0 or s[0] == 0:
-        return vh[:0].T
-    rank = int((s > rank_tol * s[0]).sum())
-    ratios = s[:-1] / s[1:].clamp_min(1e-300)
-    tail = s[1:] < 1e-3 * s[0]
-    if tail.any():
-        best = int(torch.where(tail, ratios, torch.zeros_like(ratios)).argmax())
-        if ratios[best] >= gap:
-            rank = best + 1
-    return vh[:rank].T
-
-
-def span_residual(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Relative distance of each row of x (..., d) to the span of `basis` (d, r)."""
-    x = x.double()
-    return (x - (x @ basis) @ basis.T).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-30)
 
 
 def class_labels(update: ClientUpdate) -> tuple[int, ...] | None:
@@ -100,23 +77,27 @@ class Dager(TextAttack):
     """DAGER (Petrov et al., NeurIPS 2024): exact batch recovery by span checks.
 
     Args: tol (relative residual accepting a candidate at layer 1), tol2 (at layer 2),
+    tol2_encoder (an encoder's whole sequences: the median over positions, see
+    `dager_encoder`), noise (the rank's noise floor, see `span_basis`),
     rank_tol and gap (how the span's rank is read, see `span_basis`), max_length (positions
-    tried), max_candidates (sequences tested per step/search before giving up: "partial");
-    encoder only: restarts, sweeps and max_seconds of the coordinate search.
+    tried), max_candidates (decoder: prefixes tested per step before giving up: "partial");
+    encoder only: restarts, sweeps and max_seconds of the search in `dager_encoder`.
     """
 
     name = "dager"
 
-    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, rank_tol: float = 1e-6, gap: float = 20.0,
-                 max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048, restarts: int = 2,
-                 sweeps: int = 2, max_seconds: float = 60.0) -> None:
+    def __init__(self, *, tol: float = 1e-3, tol2: float = 1e-3, tol2_encoder: float = 1e-3, rank_tol: float = 1e-9, gap: float = 20.0,
+                 noise: float = 1.0, max_length: int = 64, max_candidates: int = 100_000, chunk: int = 2048,
+                 restarts: int = 16, sweeps: int = 4, max_seconds: float = 120.0) -> None:
         self.tol = check_positive_float("tol", tol)
         self.tol2 = check_positive_float("tol2", tol2)
+        self.tol2_encoder = check_positive_float("tol2_encoder", tol2_encoder)
         self.rank_tol = check_positive_float("rank_tol", rank_tol)
         self.gap = check_positive_float("gap", gap)
         self.max_length = check_positive_int("max_length", max_length)
         self.max_candidates = check_positive_int("max_candidates", max_candidates)
         self.chunk = check_positive_int("chunk", chunk)
+        self.noise = check_positive_float("noise", noise)
         self.restarts = check_positive_int("restarts", restarts)
         self.sweeps = check_positive_int("sweeps", sweeps)
         self.max_seconds = check_positive_float("max_seconds", max_seconds)
@@ -134,7 +115,7 @@ class Dager(TextAttack):
         if kind == "encoder" and len(projs) < 3:
             raise GradleakError(f"dager on an encoder classifier needs at least 3 layers (the last layer's gradient "
                                 f"spans only the first token's attention mixtures), got {len(projs)}")
-        bases = [span_basis(projection_gradient(model, update, p), self.rank_tol, self.gap) for p in projs[:2]]
+        bases = [span_basis(projection_gradient(model, update, p), self.rank_tol, self.gap, self.noise) for p in projs[:2]]
         ranks = tuple(int(b.shape[1]) for b in bases)
         width = int(bases[0].shape[0])  # the input width (LoRA: the adapter's rank)
         if ranks[0] == 0:
@@ -151,12 +132,11 @@ class Dager(TextAttack):
                                       notes=tuple(notes) + ("no token passed layer 1's span test at position 0",))
         if kind == "decoder":
             sequences, complete = self._grow(model, projs[1], bases[1], sets)
+            if not complete:
+                notes.append(f"stopped at max_candidates={self.max_candidates}")
         else:
-            sequences, complete = self._search(model, projs[1], bases[1], sets, seed)
-        if not complete:
-            notes.append(f"stopped at max_candidates={self.max_candidates}" if kind == "decoder" else
-                         f"encoder search beyond max_candidates={self.max_candidates}: coordinate search "
-                         f"(heuristic, max_seconds={self.max_seconds:g})")
+            sequences, complete, note = self._encoder(model, projs, bases[1], sets, knowledge.num_sequences, seed)
+            notes += [note] if note else []
         if knowledge.end_token is not None:
             sequences = [s + (knowledge.end_token,) for s in sequences]
         status = "ok" if complete and sequences else ("partial" if sequences else "failed")
@@ -177,13 +157,17 @@ class Dager(TextAttack):
             sets.append(found)
         return sets
 
-    def _layer2_residual(self, model, proj, basis, seqs: torch.Tensor, last_only: bool) -> torch.Tensor:
-        out = []
-        for i in range(0, seqs.shape[0], self.chunk):
-            x = projection_inputs(model, proj, seqs[i : i + self.chunk])
-            r = span_residual(x[:, -1] if last_only else x, basis)
-            out.append(r if last_only else r.max(dim=1).values)
-        return torch.cat(out)
+    def _encoder(self, model, projs, basis, sets, wanted: int, seed: int) -> tuple[list, bool, str | None]:
+        """Encoder: `dager_encoder.encoder_search`; "ok" when `wanted` sequences passed the
+        exact check (more: the `wanted` of lowest residual are kept), else "partial"."""
+        out = encoder_search(model, projs[0], projs[1], basis, sets, wanted=wanted, tol2=self.tol2_encoder,
+                             restarts=self.restarts, sweeps=self.sweeps, max_seconds=self.max_seconds, seed=seed)
+        found = list(out.sequences)
+        if len(found) >= wanted:
+            note = None if len(found) == wanted else (f"{len(found)} sequences passed layer 2's check; the {wanted} "
+                                                      f"of lowest residual are kept")
+            return found[:wanted], True, note
+        return found, False, f"encoder search found {len(found)} of {wanted} sequences: {out.note}"
 
     def _grow(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
         """Decoder: extend prefixes position by position (see the module docstring); each
@@ -215,42 +199,6 @@ class Dager(TextAttack):
             if not prefixes:
                 break
         return finished + prefixes, True
-
-    def _search(self, model, proj, basis, sets, seed: int) -> tuple[list[tuple[int, ...]], bool]:
-        """Encoder: test whole sequences of every length built from the position sets:
-        all of them while their number is under `max_candidates`, else a seeded coordinate
-        search (`restarts` starts, `sweeps` passes, each position set to the token that
-        minimizes the sequence's worst layer-2 residual), keeping what passes, until
-        `max_seconds` have passed (a heuristic: it may miss sequences)."""
-        found: list[tuple[int, ...]] = []
-        complete = True
-        gen = torch.Generator().manual_seed(seed)
-        deadline = time.perf_counter() + self.max_seconds
-        for length in range(len(sets), 0, -1):
-            pools = sets[:length]
-            total = 1
-            for pool in pools:
-                total *= len(pool)
-            if total <= self.max_candidates:
-                cands = list(itertools.product(*pools))
-                res = self._layer2_residual(model, proj, basis, torch.tensor(cands, device=basis.device), False)
-                found += [c for c, r in zip(cands, res.tolist()) if r < self.tol2]
-                continue
-            complete = False
-            for _ in range(self.restarts):
-                if time.perf_counter() > deadline:
-                    return found, False
-                seq = [pool[int(torch.randint(len(pool), (1,), generator=gen))] for pool in pools]
-                for _ in range(self.sweeps):
-                    for p, pool in enumerate(pools):
-                        cands = torch.tensor([seq[:p] + [t] + seq[p + 1:] for t in pool], device=basis.device)
-                        res = self._layer2_residual(model, proj, basis, cands, False)
-                        seq[p] = pool[int(res.argmin())]
-                    if float(res.min()) < self.tol2:
-                        break
-                if float(res.min()) < self.tol2 and tuple(seq) not in found:
-                    found.append(tuple(seq))
-        return found, complete
 
 
 __all__ = ["Dager", "class_labels", "span_basis", "span_residual"]

@@ -163,4 +163,37 @@ def decoder_step(model: nn.Module, proj: Projection, past: tuple[torch.Tensor, t
     return (x if proj.lora_down is None else x @ proj.lora_down.T), (layer.keys, layer.values)
 
 
-__all__ = ["SUPPORTED", "Projection", "architecture", "decoder_step", "lora_projection", "projection_gradient", "projection_inputs", "projections", "unwrap"]
+def span_basis(gradient: torch.Tensor, rank_tol: float = 1e-9, gap: float = 20.0, noise: float = 1.0) -> torch.Tensor:
+    """An orthonormal basis (d, r) of the gradient's row space (float64 SVD). The rank
+    counts the singular values above the rounding noise of the gradient's own dtype:
+    `noise` times its unit roundoff times the gradient's Frobenius norm (the norm of a
+    matrix of relative rounding errors; for float32 about 6e-8 of it); `rank_tol` times
+    the largest is a lower bound, and a drop of at least `gap` between neighbours below
+    1e-3 of the largest ends the signal earlier. (A fixed cut at 1e-6 of the largest, the
+    rule before, dropped the tokens whose backpropagated errors are small: their
+    directions sit between 1e-6 and the noise, and their inputs then failed the span
+    test; see experiments/text/README.md.)"""
+    eps = torch.finfo(gradient.dtype).eps / 2 if gradient.is_floating_point() else 0.0
+    g = gradient.detach().double()
+    _, s, vh = torch.linalg.svd(g, full_matrices=False)
+    if s.numel() == 0 or s[0] == 0:
+        return vh[:0].T
+    thr = max(rank_tol * float(s[0]), noise * eps * float(s.norm()))
+    rank = int((s > thr).sum())
+    ratios = s[:-1] / s[1:].clamp_min(1e-300)
+    tail = (s[1:] < 1e-3 * s[0]) & (torch.arange(s.numel() - 1) < rank)  # drops within the signal or at its end
+    if tail.any():
+        best = int(torch.where(tail, ratios, torch.zeros_like(ratios)).argmax())
+        if ratios[best] >= gap:
+            rank = best + 1
+    return vh[:rank].T
+
+
+def span_residual(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Relative distance of each row of x (..., d) to the span of `basis` (d, r)."""
+    x = x.double()
+    return (x - (x @ basis) @ basis.T).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-30)
+
+
+__all__ = ["SUPPORTED", "Projection", "architecture", "decoder_step", "lora_projection", "projection_gradient",
+           "projection_inputs", "projections", "span_basis", "span_residual", "unwrap"]
