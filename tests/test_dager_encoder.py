@@ -88,3 +88,15 @@ def test_span_rank_keeps_inputs_with_small_errors():
     assert span_residual(x, span_basis(grad, 1e-6, noise=1e-12)).max() > 0.1
     noisy = grad + 1e-2 * grad.abs().max() * torch.randn(grad.shape, generator=gen)
     assert span_basis(noisy).shape[1] == d  # noise fills the width: no token can be singled out
+
+
+def test_truncated_and_extended_copies_of_a_sequence_give_way_to_it():
+    """The median check can pass a true sequence less its last token, or plus one (seen on a
+    trained model, where the copy took a short sentence's place and the search said "ok");
+    of prefix-related sequences only the lowest residual stays."""
+    from gradleak.attacks.text.dager_encoder import drop_truncations
+
+    true, other = (2, 10, 11, 12, 13), (2, 20, 21)
+    found = {true[:-1]: 3e-4, other: 2e-4, true: 1e-4, true + (14,): 5e-4}
+    assert drop_truncations(found) == {true: 1e-4, other: 2e-4}
+    assert drop_truncations({true[:-1]: 1e-4, true: 3e-4}) == {true[:-1]: 1e-4}  # the residual decides
