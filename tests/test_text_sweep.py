@@ -100,6 +100,8 @@ def test_report_shows_metrics_and_aligned_escaped_sentences(swept, tmp_path):
     text = page.read_text()
     assert "<h2>Originals and reconstructions</h2>" in text
     assert "Best and worst reconstructions" not in text  # the image section is not a text sweep's
+    assert "<th>verdict</th>" not in text and "BRR/WSRR" not in text  # image verdicts read PSNR
+    assert "<th>rouge1</th>" in text and "<h2>Plots</h2>" in text
     assert html.escape(HOSTILE) in text and "<script>" not in text  # the sentence, escaped, never raw
     assert html.escape(SENTENCES[0]) in text
     assert '<mark class="hit">' in text and '<span class="miss">' in text  # the clean cell, the noisy cell

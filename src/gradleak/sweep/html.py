@@ -84,21 +84,23 @@ def _mean_std(m: MetricStat | None) -> str:
 def _summary_table(summary: Summary) -> str:
     axes = [a.name for a in summary.setting_axes]
     leak = summary.perceptual is not None
-    header = [e(a) for a in axes] + ["verdict", "n done", "n failed"] + [e(m) for m in summary.metrics]
-    header += ["BRR", "WSRR"] if leak else []
+    verdicts = "psnr" in summary.metrics  # image cells only: a verdict reads PSNR, text cells have none
+    header = [e(a) for a in axes] + (["verdict"] if verdicts else []) + ["n done", "n failed"]
+    header += [e(m) for m in summary.metrics] + (["BRR", "WSRR"] if leak else [])
     rows = []
     for s in summary.settings:
-        cells = [e(format_value(v)) for _, v in s.values] + [e(s.verdict or "–"), str(len(s.done)),
-                                                               str(len(s.failed))]
+        cells = [e(format_value(v)) for _, v in s.values] + ([e(s.verdict or "–")] if verdicts else [])
+        cells += [str(len(s.done)), str(len(s.failed))]
         cells += [_mean_std(s.metric(m)) for m in summary.metrics]
         if leak:
             cells += [num(s.leak.brr), num(s.leak.wsrr)] if s.leak else ["–", "–"]
         rows.append(cells)
-    numeric = [False] * (len(axes) + 1) + [True] * (len(header) - len(axes) - 1)
-    note = ("<p class='note'>Verdict: the worst over the setting's cells of leaked (PSNR ≥ 18 dB, perceptual "
-            "distance ≤ 0.1 where computed, and 3 dB above a flat image of the mean colour), partly leaked (3 dB "
-            "above it) or not leaked. Mean ± sample standard deviation over the setting's cells (each cell's value "
-            "is its batch mean); n counts cells.")
+    numeric = [False] * (len(axes) + verdicts) + [True] * (len(header) - len(axes) - verdicts)
+    verdict = ("Verdict: the worst over the setting's cells of leaked (PSNR ≥ 18 dB, perceptual distance ≤ 0.1 "
+               "where computed, and 3 dB above a flat image of the mean colour), partly leaked (3 dB above it) or "
+               "not leaked. ")
+    note = ("<p class='note'>" + (verdict if verdicts else "") + "Mean ± sample standard deviation over the "
+            "setting's cells (each cell's value is its batch mean); n counts cells.")
     if leak:
         note += (f" BRR: mean fraction of a batch's images that leak; WSRR: fraction of cells in which at least "
                  f"one image leaks (PSNR ≥ {summary.psnr_threshold:g} dB and {e(summary.perceptual)} ≤ "
