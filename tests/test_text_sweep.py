@@ -201,3 +201,11 @@ def test_cli_text_attack_writes_an_html_page(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "no" / "run.html"
     assert main(["text-attack", "-n", "1", "--html", str(missing)]) == 2
     assert "--html" in capsys.readouterr().err and not missing.parent.exists()
+
+
+def test_every_cell_kind_has_a_report_section():
+    from gradleak.sweep.cell import CELL_KINDS
+
+    empty = summarize([])
+    for name in CELL_KINDS.names():
+        assert CELL_KINDS.get(name).report_section(empty, Path("/nonexistent")) == "", name
