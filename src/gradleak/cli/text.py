@@ -1,5 +1,6 @@
 """`gradleak text-attack`: a text client's FedSGD update, attacked, originals and
-reconstructions printed aligned (matched tokens plain, others in [brackets])."""
+reconstructions printed aligned (matched tokens plain, others in [brackets]); `--html`
+also writes them as one standalone page (`gradleak.sweep.text_html`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def add_parser(sub) -> None:
                    help="attack option (repeatable), e.g. -o iterations=300")
     add_seed(p, help="seed of the model and the sentence draw (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
+    p.add_argument("--html", metavar="PATH", help="also write a standalone HTML page of the run (sentences aligned, "
+                                                  "matched tokens marked)")
     p.set_defaults(func=cmd_text_attack)
 
 
@@ -41,9 +44,11 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
     import torch
 
     from gradleak.checks import check_int, check_seed
+    from gradleak.cli.args import output_file
     from gradleak.pipelines.text_audit import TextAuditConfig, run_text_audit
 
     check_seed(args.seed)
+    html_path = output_file(args.html, "--html")  # refused before the attack runs, not after
     n = check_int("--batch", args.batch, low=1)
     torch.set_num_threads(1)
     sizes = {"layers": args.layers or (2 if args.model == "gpt2" else 3), "width": args.width,
@@ -54,6 +59,8 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
                              column=args.column, tokenizer=args.tokenizer, seed=args.seed)
     run = run_text_audit(config)
     rec, m = run.reconstruction, run.metrics
+    if html_path is not None:
+        _write_html(html_path, run)
     if args.json:
         print(json.dumps({"attack": args.attack, "model": args.model, "status": rec.status,
                           "seconds": round(rec.seconds, 3), "metrics": m.summary(), "notes": list(rec.notes),
@@ -68,3 +75,17 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
         print(f"#{i} reconstructed: {got}")
     print("\n" + "  ".join(f"{k}={v:.3f}" for k, v in m.summary().items()))
     return 0
+
+
+def _write_html(path, run) -> None:
+    from gradleak.io import atomic_write_text
+    from gradleak.sweep.text_html import text_run_page
+
+    c, rec = run.config, run.reconstruction
+    facts = [("attack", c.attack), ("model", f"{c.model} {dict(c.model_options)}"), ("batch", str(c.batch_size)),
+             ("max length", str(c.max_length)), ("seed", str(c.seed)),
+             ("corpus", c.csv or c.text or "built-in"),
+             ("recovered", f"{len(rec.sequences)} sequences in {rec.seconds:.1f} s")]
+    atomic_write_text(path, text_run_page(f"gradleak text-attack: {c.attack} on {c.model}", facts,
+                                          run.metrics.summary(), run.original_texts, run.pairs,
+                                          run.metrics.values, rec.status, rec.notes))

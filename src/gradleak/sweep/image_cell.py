@@ -4,11 +4,15 @@ registered image metrics, with the originals-over-reconstructions grid as its ar
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gradleak.errors import GradleakError
 from gradleak.sweep.kinds import CellKind, device_name, plain_defaults
 from gradleak.sweep.records import DONE, Cell, CellOutcome, CellRow
+
+if TYPE_CHECKING:
+    from gradleak.sweep.summary import Summary
 
 
 class ImageCells(CellKind):
@@ -65,6 +69,11 @@ class ImageCells(CellKind):
                       started=started, finished=time.time(),
                       error=None if result.status == "ok" else f"attack status: {result.status}")
         return CellOutcome(row, {"grid": audit_grid_png(run)})
+
+    def report_section(self, summary: Summary, artifact_dir: Path) -> str:
+        from gradleak.sweep.image_html import image_section
+
+        return image_section(summary, artifact_dir)
 
 
 __all__ = ["ImageCells"]

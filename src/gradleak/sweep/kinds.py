@@ -4,7 +4,7 @@ A sweep file names its kind once (`kind: image`, the default, or `kind: text`); 
 resolves it to one `CellKind` in `gradleak.sweep.cell.CELL_KINDS`, and every cell carries
 its kind's name, so the worker that runs it asks the same registry. What is common (the
 dotted option names, the cell's key) lives here; each kind supplies its settings, its
-metrics, how it resolves defaults and how it runs.
+metrics, how it resolves defaults, how it runs and its section of the report page.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ import hashlib
 import inspect
 import json
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from gradleak.errors import GradleakError
 from gradleak.io import plain_data
 from gradleak.sweep.records import Cell, CellOutcome
+
+if TYPE_CHECKING:
+    from gradleak.sweep.summary import Summary
 
 
 class CellKind(ABC):
@@ -47,6 +51,11 @@ class CellKind(ABC):
     @abstractmethod
     def run(self, cell: Cell, sweep: str, started: float) -> CellOutcome:
         """Run one cell (a GradleakError or a crash is turned into a failed row by the caller)."""
+
+    @abstractmethod
+    def report_section(self, summary: Summary, artifact_dir: Path) -> str:
+        """This kind's part of the sweep report page (HTML, every stored string escaped):
+        what its cells' artifacts under `artifact_dir` show; "" for nothing."""
 
     def check_keys(self, settings: Mapping[str, Any], where: str) -> None:
         allowed = self.accepted_names()

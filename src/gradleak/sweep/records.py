@@ -7,8 +7,12 @@ left implicit) is one cell, and a rerun of the sweep finds it already done.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from gradleak.errors import GradleakError
 
 # Axes whose values are replicates of one setting (an image, a seed or an attack's random
 # start), not settings of their own: reports average over them, BRR/WSRR count over them.
@@ -67,3 +71,31 @@ class CellOutcome:
 
     row: CellRow
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # name -> file bytes (see `CellRow.artifacts`)
+
+
+TEXT_ARTIFACT = "text.json"
+
+
+@dataclass(frozen=True)
+class TextCellText:
+    """A text cell's sentences: per original its text, its matched reconstruction's text
+    and both token by token with their hit flags (`AlignedPair` fields, plain data)."""
+
+    originals: tuple[str, ...]
+    reconstructions: tuple[str, ...]  # the matched reconstruction's text per original ("" for none)
+    pairs: tuple[Mapping[str, tuple], ...]  # per original: AlignedPair's fields
+    status: str
+    notes: tuple[str, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TextCellText":
+        try:
+            raw = json.loads(data)
+            return cls(originals=tuple(raw["originals"]), reconstructions=tuple(raw["reconstructions"]),
+                       pairs=tuple({k: tuple(v) for k, v in p.items()} for p in raw["pairs"]),
+                       status=str(raw["status"]), notes=tuple(raw.get("notes", ())))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GradleakError(f"a text cell's {TEXT_ARTIFACT} is damaged: {exc}") from None

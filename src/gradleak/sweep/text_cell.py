@@ -4,50 +4,32 @@ A text cell's settings are `TextAuditConfig`'s fields (model, attack, batch_size
 max_length, protocol, lora_rank, defenses, noise, seed, ...); its metrics are the text
 metrics (`gradleak.text.metrics.METRIC_NAMES`: token_accuracy, rouge1, rouge2, rougeL,
 exact), stored as batch means with the per-sentence values; its artifact "text.json"
-holds the originals and reconstructions, aligned token by token (`TextCellText`), which
-the report shows (`gradleak.sweep.text_html`).
+holds the originals and reconstructions, aligned token by token (`TextCellText`, in
+`gradleak.sweep.records` so the report's text section reads it without importing the
+cells), which the report shows (`gradleak.sweep.text_html`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gradleak.errors import GradleakError
 from gradleak.sweep.kinds import CellKind, device_name, plain_defaults
-from gradleak.sweep.records import DONE, Cell, CellOutcome, CellRow
+from gradleak.sweep.records import (
+    DONE,
+    TEXT_ARTIFACT,
+    Cell,
+    CellOutcome,
+    CellRow,
+    TextCellText,
+)
 from gradleak.text.metrics import METRIC_NAMES
 
-TEXT_ARTIFACT = "text.json"
-
-
-@dataclass(frozen=True)
-class TextCellText:
-    """A text cell's sentences: per original its text, its matched reconstruction's text
-    and both token by token with their hit flags (`AlignedPair` fields, plain data)."""
-
-    originals: tuple[str, ...]
-    reconstructions: tuple[str, ...]  # the matched reconstruction's text per original ("" for none)
-    pairs: tuple[Mapping[str, tuple], ...]  # per original: AlignedPair's fields
-    status: str
-    notes: tuple[str, ...] = ()
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "TextCellText":
-        try:
-            raw = json.loads(data)
-            return cls(originals=tuple(raw["originals"]), reconstructions=tuple(raw["reconstructions"]),
-                       pairs=tuple({k: tuple(v) for k, v in p.items()} for p in raw["pairs"]),
-                       status=str(raw["status"]), notes=tuple(raw.get("notes", ())))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise GradleakError(f"a text cell's {TEXT_ARTIFACT} is damaged: {exc}") from None
-
+if TYPE_CHECKING:
+    from gradleak.sweep.summary import Summary
 
 class TextCells(CellKind):
     name = "text"
@@ -99,6 +81,11 @@ class TextCells(CellKind):
                       started=started, finished=time.time(),
                       error=None if rec.status == "ok" else f"attack status: {rec.status}")
         return CellOutcome(row, {TEXT_ARTIFACT: text.to_bytes()})
+
+    def report_section(self, summary: Summary, artifact_dir: Path) -> str:
+        from gradleak.sweep.text_html import text_section
+
+        return text_section(summary, artifact_dir)
 
 
 def _text_versions() -> dict[str, str]:
