@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -87,6 +89,19 @@ def test_dager_recovers_a_tiny_gpt2_batch_exactly(corpus, tok):
     assert m.summary() == {"token_accuracy": 1.0, "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "exact": 1.0}
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert attack.reconstruct(model, update, TextKnowledge(3, end_token=EOS)).sequences == rec.sequences
+
+
+def test_dager_returns_no_more_sequences_than_the_batch(corpus, tok):
+    """Under noise every token passes and thousands of candidates survive; the attacker keeps
+    the batch size's worth of lowest residual, so the metrics never score a best-of-thousands."""
+    model, batch, update = _problem(tok, corpus)
+    gen = torch.Generator().manual_seed(0)
+    noisy = dataclasses.replace(update, tensors=tuple(g + 1e-2 * torch.randn(g.shape, generator=gen)
+                                                      for g in update.tensors))
+    rec = TEXT_ATTACKS.create("dager", {"max_candidates": 5000}).reconstruct(
+        model, noisy, TextKnowledge(num_sequences=3, end_token=EOS))
+    assert 0 < len(rec.sequences) <= 3
+    assert any("lowest mean residual" in n for n in rec.notes)
 
 
 def test_span_test_rejects_a_token_not_in_the_batch(corpus, tok):

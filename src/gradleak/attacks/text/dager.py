@@ -134,6 +134,10 @@ class Dager(TextAttack):
             sequences, complete = self._grow(model, projs[1], bases[1], sets)
             if not complete:
                 notes.append(f"stopped at max_candidates={self.max_candidates}")
+            if len(sequences) > knowledge.num_sequences:
+                notes.append(f"{len(sequences)} sequences passed layer 2's test; the {knowledge.num_sequences} of "
+                             f"lowest mean residual are kept")
+                sequences = self._lowest(model, projs[1], bases[1], sequences, knowledge.num_sequences)
         else:
             sequences, complete, note = self._encoder(model, projs, bases[1], sets, knowledge.num_sequences, seed)
             notes += [note] if note else []
@@ -168,6 +172,25 @@ class Dager(TextAttack):
                                                       f"of lowest residual are kept")
             return found[:wanted], True, note
         return found, False, f"encoder search found {len(found)} of {wanted} sequences: {out.note}"
+
+    def _lowest(self, model, proj, basis, sequences: list[tuple[int, ...]], wanted: int) -> list[tuple[int, ...]]:
+        """The `wanted` sequences whose layer-2 inputs lie closest to the span (mean residual
+        over positions): a reconstruction holds no more sequences than the batch, so a
+        best-of-thousands match never reaches the metrics."""
+        device = basis.device
+        scores = torch.empty(len(sequences), dtype=torch.float64)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for lo in range(0, len(order), self.chunk):
+            rows = order[lo: lo + self.chunk]
+            width = max(len(sequences[i]) for i in rows)
+            ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for j, i in enumerate(rows):
+                ids[j, : len(sequences[i])] = torch.tensor(sequences[i], device=device)
+                mask[j, : len(sequences[i])] = 1
+            res = span_residual(projection_inputs(model, proj, ids, attention_mask=mask), basis)
+            scores[rows] = ((res * mask).sum(1) / mask.sum(1)).double().cpu()
+        return [sequences[i] for i in scores.argsort()[:wanted].tolist()]
 
     def _grow(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
         """Decoder: extend prefixes position by position (see the module docstring); each
