@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--max-candidates", type=int, default=100_000)
     ap.add_argument("--trained-only", action="store_true", help="skip the randomly initialized model")
+    ap.add_argument("--random-only", action="store_true", help="skip the trained model (and its training)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tok = builtin_tokenizer()
@@ -79,10 +80,11 @@ def main():
                 base = bert_model(vocab_size=tok.vocab_size, num_classes=len(train_part.classes), layers=layers,
                                   width=width, heads=4, seed=0)
             t0 = time.perf_counter()
-            trained, losses = train(base, tok, train_part, args.train_steps, task)
+            trained, losses = (None, []) if args.random_only else train(base, tok, train_part, args.train_steps, task)
             train_s = time.perf_counter() - t0
             states = (("random", base), (f"trained{args.train_steps}", trained))
-            for state, model in states[1:] if args.trained_only else states:
+            states = states[1:] if args.trained_only else states[:1] if args.random_only else states
+            for state, model in states:
                 for size in [int(s) for s in args.sizes.split(",")]:
                     for i, batch in enumerate(batches(tok, test_part, size, args.count, seed=size, task=task)):
                         update = text_update(model, batch)
