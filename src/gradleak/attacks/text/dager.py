@@ -136,7 +136,7 @@ class Dager(TextAttack):
                 notes.append(f"stopped at max_candidates={self.max_candidates}")
             if len(sequences) > knowledge.num_sequences:
                 notes.append(f"{len(sequences)} sequences passed layer 2's test; the {knowledge.num_sequences} of "
-                             f"lowest mean residual are kept")
+                             f"longest (then lowest mean residual) are kept")
                 sequences = self._lowest(model, projs[1], bases[1], sequences, knowledge.num_sequences)
         else:
             sequences, complete, note = self._encoder(model, projs, bases[1], sets, knowledge.num_sequences, seed)
@@ -174,9 +174,12 @@ class Dager(TextAttack):
         return found, False, f"encoder search found {len(found)} of {wanted} sequences: {out.note}"
 
     def _lowest(self, model, proj, basis, sequences: list[tuple[int, ...]], wanted: int) -> list[tuple[int, ...]]:
-        """The `wanted` sequences whose layer-2 inputs lie closest to the span (mean residual
-        over positions): a reconstruction holds no more sequences than the batch, so a
-        best-of-thousands match never reaches the metrics."""
+        """The `wanted` longest sequences, ties broken by the mean layer-2 residual over
+        positions: a reconstruction holds no more sequences than the batch, so a
+        best-of-thousands match never reaches the metrics. Length first because every
+        position of a survivor passed the test, and the spurious survivors are mostly dead
+        ends (on a trained 2 x 768 model: 7 of 15, 2-10 tokens, against true sentences of
+        12-17; their mean residual is as low as the true ones')."""
         device = basis.device
         scores = torch.empty(len(sequences), dtype=torch.float64)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
@@ -190,7 +193,8 @@ class Dager(TextAttack):
                 mask[j, : len(sequences[i])] = 1
             res = span_residual(projection_inputs(model, proj, ids, attention_mask=mask), basis)
             scores[rows] = ((res * mask).sum(1) / mask.sum(1)).double().cpu()
-        return [sequences[i] for i in scores.argsort()[:wanted].tolist()]
+        best = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i]), float(scores[i])))
+        return [sequences[i] for i in best[:wanted]]
 
     def _grow(self, model, proj, basis, sets) -> tuple[list[tuple[int, ...]], bool]:
         """Decoder: extend prefixes position by position (see the module docstring); each
