@@ -240,7 +240,7 @@ class Bayes(PriorMatching):
     """
 
     name = "bayes"
-    default_tv = 0.005  # experiments/honest/bayes_tune.jsonl
+    default_tv = 0.05  # experiments/honest/bayes_tune.jsonl
 
     def __init__(self, *, smooth: float = 0.0, **options) -> None:
         super().__init__(**options)
