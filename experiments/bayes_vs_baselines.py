@@ -74,13 +74,24 @@ def likelihood_scale(conditional) -> float:
     return 1.0
 
 
-def default_tv(attack: str, specs) -> float:
+def default_tv(attack: str, specs, source: str = "own") -> float:
+    """`source` "own": Bayes's default_tv x its conditional's scale; "baseline": the default
+    of the baseline whose distance the conditional scales (l2 for Gaussian, l1 for Laplacian
+    noise) x the factor between them (1 / (2 sigma^2), 1 / b)."""
     name = "bayes" if attack.startswith("bayes") else attack
     tv = ATTACKS.get(name).default_tv
     if name == "bayes" and specs:
-        from gradleak.defenses.conditionals import Identity
+        from gradleak.defenses.conditionals import Identity, Laplace
 
-        tv *= likelihood_scale(build_defense(specs).conditional(Identity()))
+        conditional = build_defense(specs).conditional(Identity())
+        tv *= likelihood_scale(conditional)
+        if source == "baseline":
+            while hasattr(conditional, "inner"):
+                conditional = conditional.inner
+            if isinstance(conditional, Laplace):
+                tv = ATTACKS.get("l1").default_tv / conditional.b
+            else:
+                tv = ATTACKS.get("l2").default_tv * likelihood_scale(conditional) / 2
     return tv
 
 
@@ -132,6 +143,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: the optimizer's")
     parser.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     parser.add_argument("--tv-rule", choices=["grid", "default"], default="grid")
+    parser.add_argument("--bayes-tv", choices=["own", "baseline"], default="own", help="see default_tv")
     parser.add_argument("--warmup", type=int, default=0, help="bayes: L2 steps first (of --iterations)")
     parser.add_argument("--smooth", type=float, default=0.0, help="bayes: pseudo-Huber delta / b")
     parser.add_argument("--restarts", type=int, default=1)
@@ -148,7 +160,7 @@ def main() -> None:
             for attack in args.attack or ATTACK_NAMES:
                 grid = TV_GRID[attack]
                 if args.tv_rule == "default":
-                    scores, tv = {}, default_tv(attack, DEFENSES[name])
+                    scores, tv = {}, default_tv(attack, DEFENSES[name], args.bayes_tv)
                 elif args.tune and len(grid) > 1:
                     scores = {tv: statistics.mean(run_one(attack, tv, model, data, i, DEFENSES[name], args)["psnr"]
                                                   for i in args.tune) for tv in grid}
@@ -159,7 +171,7 @@ def main() -> None:
                     row = run_one(attack, tv, model, data, index, DEFENSES[name], args)
                     row |= {"defense": name, "model": args.model, "model_options": options, "dataset": args.dataset,
                             "iterations": args.iterations, "lr": args.lr, "known_mask": args.known_mask,
-                            "optimizer": args.optimizer, "tv_rule": args.tv_rule,
+                            "optimizer": args.optimizer, "tv_rule": args.tv_rule, "bayes_tv": args.bayes_tv,
                             "tuning": {str(k): round(v, 2) for k, v in scores.items()}}
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()

@@ -111,3 +111,20 @@ def test_the_warmup_starts_the_attack_nearer_the_image():
     cold = ATTACKS.get("l1")(iterations=3).reconstruct(model, update, knowledge, seed=0)
     warm = ATTACKS.get("l1")(iterations=3, warmup=20).reconstruct(model, update, knowledge, seed=0)
     assert warm.loss_history[0] < 0.5 * cold.loss_history[0]
+
+
+def test_the_bayes_warmup_keeps_the_masks_and_swaps_laplace_for_its_gaussian_twin():
+    from gradleak.defenses.conditionals import gaussianized
+
+    twin = gaussianized(Masked(0.5, Laplace(0.2)))
+    assert twin.inner == Gaussian(0.2 * 2**0.5) and twin.keep == 0.5
+    assert gaussianized(Identity()) == Identity()
+    _, _, update, knowledge = _case()
+    from gradleak.defenses import build_defense
+
+    defense = build_defense(["prune:rate=0.5", "laplacian:b=0.01"])
+    known = AttackerKnowledge(**{**knowledge.__dict__, "defense": defense, "defense_seed": 3})
+    shared = defense.transform(update, seed=3)
+    bayes = ATTACKS.get("bayes")()
+    assert isinstance(bayes._warmup_distance(shared, known).inner, Gaussian)
+    assert ATTACKS.get("l1")()._warmup_distance(shared, known) == "l2"

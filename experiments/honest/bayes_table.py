@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-ATTACKS = ("bayes", "bayes-exact", "l2", "l1", "cosine")
+ATTACKS = ("bayes", "bayes-l2warm", "bayes-exact", "l2", "l1", "cosine")
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> str:
@@ -32,8 +32,8 @@ def main(path: str) -> None:
         psnr[row["defense"]][row["attack"]][row["image"]] = row["psnr"]
         floor[row["defense"]][row["image"]] = row["floor_psnr"]
     print("| defense | " + " | ".join(f"{a} dB (n)" for a in ATTACKS)
-          + " | floor dB (same photos as l2) | l2 - floor | bayes - l2 | bayes-exact - l2 | bayes - l1 | bayes - cosine |")
-    print("|" + " --- |" * (len(ATTACKS) + 7))
+          + " | floor dB | l2 - floor | bayes - l2 | bayes-l2warm - l2 | bayes-exact - l2 | bayes - l1 | bayes - cosine |")
+    print("|" + " --- |" * (len(ATTACKS) + 8))
     for defense, by_attack in psnr.items():
         cells = []
         for a in ATTACKS:
@@ -44,7 +44,7 @@ def main(path: str) -> None:
         margin = paired(l2, fl)
         floor_mean = f"{statistics.mean(fl.values()):.2f}" if fl else "-"
         diffs = [paired(by_attack.get(x, {}), by_attack.get(y, {}))
-                 for x, y in (("bayes", "l2"), ("bayes-exact", "l2"), ("bayes", "l1"), ("bayes", "cosine"))]
+                 for x, y in (("bayes", "l2"), ("bayes-l2warm", "l2"), ("bayes-exact", "l2"), ("bayes", "l1"), ("bayes", "cosine"))]
         print(f"| {defense} | " + " | ".join(cells) + f" | {floor_mean} | {margin} | " + " | ".join(diffs) + " |")
 
 

@@ -40,7 +40,7 @@ from gradleak.attacks.engine.restarts import (
     sync_every_for,
 )
 from gradleak.checks import check_names, check_positive_float, check_positive_int
-from gradleak.defenses.conditionals import Identity, smoothed
+from gradleak.defenses.conditionals import Identity, gaussianized, smoothed
 from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
@@ -75,6 +75,18 @@ def normalized(objective, start: torch.Tensor):
     return scaled
 
 
+def _in_units(distance, problem):
+    """A conditional models the shared delta; the problem reads it in gradient units."""
+    if isinstance(distance, str) or problem.delta_scale == 1.0:
+        return distance
+    unit = problem.delta_scale
+
+    def scaled(predicted, target):
+        return distance([unit * p for p in predicted], [unit * t for t in target])
+
+    return scaled
+
+
 class PriorMatching(OptimizationAttack):
     """Match the update under a distance or a defense's conditional, plus an image prior.
 
@@ -93,10 +105,12 @@ class PriorMatching(OptimizationAttack):
             (needs `AttackerKnowledge.bounds`; ignored without them).
         skip: parameter names left out of the objective (the adaptive attack on Soteria
             drops the defended layer).
-        warmup: L-BFGS steps matching in squared L2 (with the same prior) before the
-            attack's own objective, from the same random start (0: none). The L1 distance
-            and the Laplacian conditional have a kink at every matched entry, where
-            L-BFGS from a random start stalls; started near the image they refine it.
+        warmup: L-BFGS steps on a smooth twin of the objective (with the same prior)
+            before the attack's own, from the same random start (0: none): squared L2 for
+            the baselines, the conditional with every Laplacian replaced by the Gaussian
+            of the same variance for Bayes (pruning masks kept). The L1 distance and the
+            Laplacian conditional have a kink at every matched entry, where L-BFGS from a
+            random start stalls; started near the image they refine it.
         restarts, max_seconds, restart_mode, halving, bn, bn_source, bn_proxy, group,
             group_start: see `OptimizationAttack`.
         assumed_lr: a FedAvg delta is read as one step of this learning rate when the
@@ -164,6 +178,10 @@ class PriorMatching(OptimizationAttack):
         """A name of `STACKED_DISTANCES` or a conditional over the observed tensors."""
         raise NotImplementedError
 
+    def _warmup_distance(self, update, knowledge):
+        """The smooth objective of the warm-up: squared L2 unless a subclass knows better."""
+        return "l2"
+
     def _prior(self, layout: Layout, knowledge):
         tv, weight = self.tv, self.range_weight
         box = None
@@ -194,22 +212,14 @@ class PriorMatching(OptimizationAttack):
         labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
         layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
-        distance = self._distance(update, knowledge)
-        if not isinstance(distance, str) and problem.delta_scale != 1.0:
-            # the conditional models the shared delta; the problem reads it in gradient units
-            conditional, unit = distance, problem.delta_scale
-
-            def distance(predicted, target):
-                return conditional([unit * p for p in predicted], [unit * t for t in target])
-
         bn = self._bn_prior(problem, update, knowledge.input_shape)
         prior = combine_priors(self._prior(layout, knowledge), bn)
-        objective, stacked = matching_objective(problem, layout, distance, labels, prior=prior,
-                                                batched=self.restart_mode == "stacked")
+        objective, stacked = matching_objective(problem, layout, _in_units(self._distance(update, knowledge), problem),
+                                                labels, prior=prior, batched=self.restart_mode == "stacked")
         warm = None
         if self.warmup:
-            warm, _ = matching_objective(problem, layout, "l2", labels, prior=prior,
-                                         batched=self.restart_mode == "stacked")
+            warm, _ = matching_objective(problem, layout, _in_units(self._warmup_distance(update, knowledge), problem),
+                                         labels, prior=prior, batched=self.restart_mode == "stacked")
             warm = normalized(warm, start)
         # normalized first: its evaluation of the start must not count as a group-consistency call
         objective = self._grouped(normalized(objective, start), layout, self.iterations)
@@ -252,4 +262,12 @@ class Bayes(PriorMatching):
                 log.warning("bayes: the update went through %s but the attacker does not know it; "
                             "modelling no defense", ", ".join(update.defenses))
             return Identity()
-        return smoothed(knowledge.defense.conditional(Identity(), seed=knowledge.defense_seed), self.smooth)
+        return smoothed(self._conditional(update, knowledge), self.smooth)
+
+    def _warmup_distance(self, update, knowledge):
+        return gaussianized(self._conditional(update, knowledge))
+
+    def _conditional(self, update, knowledge):
+        if knowledge.defense is None:
+            return Identity()
+        return knowledge.defense.conditional(Identity(), seed=knowledge.defense_seed)

@@ -191,3 +191,16 @@ def smoothed(conditional: Conditional, fraction: float) -> Conditional:
     if isinstance(conditional, (Masked, Transformed)):
         return dataclasses.replace(conditional, inner=smoothed(conditional.inner, fraction))
     return conditional
+
+
+def gaussianized(conditional: Conditional) -> Conditional:
+    """`conditional` with every `Laplace(b)` in it replaced by the Gaussian of the same
+    variance (sigma = b sqrt 2), through `Masked` and `Transformed`: the smooth twin an
+    optimizer can start on (the Bayes attack's warm-up)."""
+    import dataclasses
+
+    if isinstance(conditional, Laplace):
+        return Gaussian(conditional.b * math.sqrt(2))
+    if isinstance(conditional, (Masked, Transformed)):
+        return dataclasses.replace(conditional, inner=gaussianized(conditional.inner))
+    return conditional
