@@ -10,6 +10,15 @@ Protocol: for every (defense, attack) pair the prior weight `tv` is picked from 
 JSON row per (defense, attack, image). Run one process per core:
 
     python experiments/bayes_vs_baselines.py --out experiments/bayes_vs_baselines.jsonl
+
+`--tv-rule default` (issue 20, part 4) skips the grid: every attack uses its class's
+`default_tv` (tuned by one procedure on held-out photos without a defense,
+experiments/honest/bayes_floor.py), the Bayes attack's multiplied by its conditional's
+scale over the no-defense one (1 / sigma^2 for Gaussian noise, 1 / b for Laplacian, the
+noise's for pruning + noise): its prior weight is in units of -log p(g | x), which grow by
+that factor. `--optimizer` picks the family's optimizer (default L-BFGS); attack variants
+`bayes-exact` (the exact conditional from the random start) and `bayes` (with
+`--warmup` L2 steps first and the Laplacian smoothed at `--smooth` x b) are both Bayes.
 """
 
 from __future__ import annotations
@@ -22,9 +31,9 @@ import time
 import torch
 
 from gradleak.attacks import ATTACKS
+from gradleak.client import simulate_client
 from gradleak.data import load_dataset
 from gradleak.defenses import build_defense
-from gradleak.client import simulate_client
 from gradleak.metrics import evaluate_images
 from gradleak.models import build_model
 from gradleak.records import AttackerKnowledge, LabelKnowledge
@@ -38,12 +47,62 @@ DEFENSES = {
     # lower noise (issue 20): where the L2 baseline may beat the mean-colour floor
     "laplacian 0.01": ["laplacian:b=0.01"],
     "laplacian 0.001": ["laplacian:b=0.001"],
+    # part 4: levels where L2 beats the mean-colour floor (probe in experiments/honest/README.md, 6)
+    "laplacian 0.0005": ["laplacian:b=0.0005"],
+    "prune 0.5 + laplacian 0.0005": ["prune:rate=0.5", "laplacian:b=0.0005"],
+    "prune 0.5 + laplacian 0.001": ["prune:rate=0.5", "laplacian:b=0.001"],
+    "gaussian 0.001": ["gaussian:sigma=0.001"],
+    "gaussian 0.002": ["gaussian:sigma=0.002"],
 }
-ATTACK_NAMES = ("bayes", "l2", "l1", "cosine")
+ATTACK_NAMES = ("bayes", "bayes-exact", "l2", "l1", "cosine")
 # factor-10 grids wide enough that every attack's grid holds the others' equivalents
 # (Bayes under Gaussian sigma 0.1 is L2 x 50, under Laplacian b 0.1 it is L1 x 10)
-TV_GRID = {"bayes": (0.1, 1.0, 10.0, 100.0, 1000.0), "l2": (1e-3, 1e-2, 0.1, 1.0, 10.0),
+TV_GRID = {"bayes": (0.1, 1.0, 10.0, 100.0, 1000.0), "bayes-exact": (0.1, 1.0, 10.0, 100.0, 1000.0), "l2": (1e-3, 1e-2, 0.1, 1.0, 10.0),
            "l1": (1e-3, 1e-2, 0.1, 1.0, 10.0), "cosine": (1e-5, 1e-4, 1e-3, 1e-2, 0.1)}
+
+
+def likelihood_scale(conditional) -> float:
+    """How much larger -log p(g | x) is than under no defense (Identity, N(0, 1))."""
+    from gradleak.defenses.conditionals import Gaussian, Laplace
+
+    while hasattr(conditional, "inner"):
+        conditional = conditional.inner
+    if isinstance(conditional, Gaussian):
+        return 1.0 / conditional.sigma**2
+    if isinstance(conditional, Laplace):
+        return 1.0 / conditional.b
+    return 1.0
+
+
+def default_tv(attack: str, specs, source: str = "own") -> float:
+    """`source` "own": Bayes's default_tv x its conditional's scale; "baseline": the default
+    of the baseline whose distance the conditional scales (l2 for Gaussian, l1 for Laplacian
+    noise) x the factor between them (1 / (2 sigma^2), 1 / b)."""
+    name = "bayes" if attack.startswith("bayes") else attack
+    tv = ATTACKS.get(name).default_tv
+    if name == "bayes" and specs:
+        from gradleak.defenses.conditionals import Identity, Laplace
+
+        conditional = build_defense(specs).conditional(Identity())
+        tv *= likelihood_scale(conditional)
+        if source == "baseline":
+            while hasattr(conditional, "inner"):
+                conditional = conditional.inner
+            if isinstance(conditional, Laplace):
+                tv = ATTACKS.get("l1").default_tv / conditional.b
+            else:
+                tv = ATTACKS.get("l2").default_tv * likelihood_scale(conditional) / 2
+    return tv
+
+
+def attack_options(attack: str, tv: float, args) -> dict:
+    options = {"iterations": args.iterations, "tv": tv, "restarts": args.restarts, "optimizer": args.optimizer}
+    if args.lr is not None:
+        options["lr"] = args.lr
+    if attack == "bayes":
+        # the warm-up's steps come out of the same budget
+        options |= {"warmup": args.warmup, "iterations": args.iterations - args.warmup, "smooth": args.smooth}
+    return options
 
 
 def run_one(attack: str, tv: float, model, data, index: int, specs, args) -> dict:
@@ -55,18 +114,19 @@ def run_one(attack: str, tv: float, model, data, index: int, specs, args) -> dic
     knowledge = AttackerKnowledge(
         num_samples=1, input_shape=data.image_shape, num_classes=data.num_classes,
         label_knowledge=LabelKnowledge.GIVEN, labels=labels, bounds=data.normalization.bounds(),
-        defense=defense if attack == "bayes" else None,
-        defense_seed=(1000 + index) if attack == "bayes" and args.known_mask else None,
+        defense=defense if attack.startswith("bayes") else None,
+        defense_seed=(1000 + index) if attack.startswith("bayes") and args.known_mask else None,
     )
     start = time.perf_counter()
-    rec = ATTACKS.get(attack)(iterations=args.iterations, lr=args.lr, tv=tv, restarts=args.restarts).reconstruct(
+    options = attack_options(attack, tv, args)
+    rec = ATTACKS.get("bayes" if attack.startswith("bayes") else attack)(**options).reconstruct(
         model, shared, knowledge, seed=index)
     seconds = time.perf_counter() - start
     pixels = data.normalization.denormalize(rec.data).clamp(0, 1)
     metrics = evaluate_images(pixels, images)
     return {"attack": attack, "tv": tv, "image": index, "psnr": metrics.psnr_mean, "ssim": metrics.ssim_mean,
             "floor_psnr": sum(metrics.baseline_psnr) / len(metrics.baseline_psnr),
-            "seconds": round(seconds, 2), "status": rec.status}
+            "seconds": round(seconds, 2), "status": rec.status, "options": options}
 
 
 def main() -> None:
@@ -80,7 +140,12 @@ def main() -> None:
     parser.add_argument("--defense", action="append", choices=sorted(DEFENSES), help="default: all")
     parser.add_argument("--attack", action="append", choices=ATTACK_NAMES, help="default: all")
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=None, help="default: the optimizer's")
+    parser.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    parser.add_argument("--tv-rule", choices=["grid", "default"], default="grid")
+    parser.add_argument("--bayes-tv", choices=["own", "baseline"], default="own", help="see default_tv")
+    parser.add_argument("--warmup", type=int, default=0, help="bayes: L2 steps first (of --iterations)")
+    parser.add_argument("--smooth", type=float, default=0.0, help="bayes: pseudo-Huber delta / b")
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--known-mask", action="store_true", help="the Bayes attacker knows the pruning masks")
     args = parser.parse_args()
@@ -94,7 +159,9 @@ def main() -> None:
         for name in args.defense or list(DEFENSES):
             for attack in args.attack or ATTACK_NAMES:
                 grid = TV_GRID[attack]
-                if args.tune and len(grid) > 1:
+                if args.tv_rule == "default":
+                    scores, tv = {}, default_tv(attack, DEFENSES[name], args.bayes_tv)
+                elif args.tune and len(grid) > 1:
                     scores = {tv: statistics.mean(run_one(attack, tv, model, data, i, DEFENSES[name], args)["psnr"]
                                                   for i in args.tune) for tv in grid}
                     tv = max(scores, key=scores.get)
@@ -104,6 +171,7 @@ def main() -> None:
                     row = run_one(attack, tv, model, data, index, DEFENSES[name], args)
                     row |= {"defense": name, "model": args.model, "model_options": options, "dataset": args.dataset,
                             "iterations": args.iterations, "lr": args.lr, "known_mask": args.known_mask,
+                            "optimizer": args.optimizer, "tv_rule": args.tv_rule, "bayes_tv": args.bayes_tv,
                             "tuning": {str(k): round(v, 2) for k, v in scores.items()}}
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()

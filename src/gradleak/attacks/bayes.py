@@ -5,9 +5,16 @@ knows the client's defense as a distribution p(g | x) (`AttackerKnowledge.defens
 random masks too when `defense_seed` is known) and uses an image prior (assumption levels
 0 and 1). It maximizes log p(g | x) + log p(x): the defense's conditional
 (`Defense.conditional`) at the update predicted for x, plus a prior of squared
-wrap-around total variation and a penalty on pixels outside the valid box. Adam with an
-exponentially decaying learning rate from a random start; restarts keep the lowest
-objective. Without a known defense the conditional is `Identity` (the L2 attack).
+wrap-around total variation and a penalty on pixels outside the valid box, from a random
+start; restarts keep the lowest objective. Without a known defense the conditional is
+`Identity` (the L2 attack).
+
+Optimizer: L-BFGS with an Armijo backtracking line search by default (ours), or the
+paper's Adam with an exponentially decaying learning rate (`optimizer="adam"`). On DLG's
+LeNet the Adam recipe stayed below a flat mean-colour image even with no defense, where
+L-BFGS recovers the image (experiments/honest/README.md, sections 5 and 6). The objective
+is divided by its value at the start, so that L-BFGS's tolerances and first step mean the
+same under every distance, conditional and noise scale.
 
 `PriorMatching` is the shared recipe; `l2`, `l1` and `cosine` (`attacks/baselines.py`)
 keep it and swap the conditional for a fixed distance, the paper's baselines.
@@ -23,6 +30,7 @@ from gradleak.attacks.base import OptimizationAttack, Solved
 from gradleak.attacks.engine.adam import run_adam
 from gradleak.attacks.engine.bn_statistics import combine_priors
 from gradleak.attacks.engine.labels import LABEL_RULES
+from gradleak.attacks.engine.lbfgs import run_lbfgs
 from gradleak.attacks.engine.objectives import range_penalty, squared_tv_wrap
 from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
 from gradleak.attacks.engine.restarts import (
@@ -32,27 +40,77 @@ from gradleak.attacks.engine.restarts import (
     sync_every_for,
 )
 from gradleak.checks import check_names, check_positive_float, check_positive_int
-from gradleak.defenses.conditionals import Identity
+from gradleak.defenses.conditionals import Identity, gaussianized, smoothed
 from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
 
 log = logging.getLogger(__name__)
 
+OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_ITERATIONS = {"lbfgs": 200, "adam": 1000}
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.1}
+
+
+def normalized(objective, start: torch.Tensor):
+    """`objective` divided by its mean value over the start rows (one constant for all).
+
+    A positive constant factor moves no minimizer and keeps the restarts comparable, so
+    the Bayes attack still minimizes -log p(g | x) - log p(x) with the conditional read in
+    the defense's noise units; only the optimizer's view changes: L-BFGS's absolute
+    tolerances and its first step (1 / |gradient|_1) then mean the same whether the
+    objective starts at 1e-6 (L2 of a small gradient) or 1e6 (L1 / b at a small b).
+    """
+    with torch.enable_grad():
+        values = objective(start.detach()).detach()
+    finite = values[torch.isfinite(values)].abs()
+    scale = float(finite.mean()) if finite.numel() else 1.0
+    if not scale > 0:
+        scale = 1.0
+
+    def scaled(rows: torch.Tensor) -> torch.Tensor:
+        return objective(rows) / scale
+
+    scaled.scale = scale
+    return scaled
+
+
+def _in_units(distance, problem):
+    """A conditional models the shared delta; the problem reads it in gradient units."""
+    if isinstance(distance, str) or problem.delta_scale == 1.0:
+        return distance
+    unit = problem.delta_scale
+
+    def scaled(predicted, target):
+        return distance([unit * p for p in predicted], [unit * t for t in target])
+
+    return scaled
+
 
 class PriorMatching(OptimizationAttack):
     """Match the update under a distance or a defense's conditional, plus an image prior.
 
     Args:
-        iterations: Adam steps per restart.
-        lr: Adam's initial learning rate.
-        lr_end: the learning rate at the last step as a fraction of `lr` (exponential decay
-            in between; ours, the paper states only that the decay is exponential).
-        tv: weight of the squared wrap-around total variation (mean over pixels).
+        optimizer: "lbfgs" (default; L-BFGS steps of up to 20 inner iterations with an
+            Armijo backtracking line search, as `dlg`) or "adam" (the paper's recipe).
+        iterations: optimizer steps per restart (None: 200 for L-BFGS, 1000 for Adam).
+        lr: the optimizer's learning rate (None: 1 for L-BFGS, 0.1 for Adam's initial one).
+        lr_end: Adam only: the learning rate at the last step as a fraction of `lr`
+            (exponential decay in between; ours, the paper states only that it decays
+            exponentially).
+        tv: weight of the squared wrap-around total variation (mean over pixels); None:
+            the attack's `default_tv`, tuned on held-out photos with no defense
+            (experiments/honest/bayes_floor.py).
         range_weight: weight of the mean squared distance of pixels outside the box
             (needs `AttackerKnowledge.bounds`; ignored without them).
         skip: parameter names left out of the objective (the adaptive attack on Soteria
             drops the defended layer).
+        warmup: L-BFGS steps on a smooth twin of the objective (with the same prior)
+            before the attack's own, from the same random start (0: none): squared L2 for
+            the baselines, the conditional with every Laplacian replaced by the Gaussian
+            of the same variance for Bayes (pruning masks kept). The L1 distance and the
+            Laplacian conditional have a kink at every matched entry, where L-BFGS from a
+            random start stalls; started near the image they refine it.
         restarts, max_seconds, restart_mode, halving, bn, bn_source, bn_proxy, group,
             group_start: see `OptimizationAttack`.
         assumed_lr: a FedAvg delta is read as one step of this learning rate when the
@@ -63,15 +121,18 @@ class PriorMatching(OptimizationAttack):
     """
 
     label_mode = LabelKnowledge.INFERRED
+    default_tv = 0.01
 
     def __init__(
         self,
         *,
-        iterations: int = 1000,
-        lr: float = 0.1,
+        optimizer: str = "lbfgs",
+        iterations: int | None = None,
+        lr: float | None = None,
         lr_end: float = 0.05,
-        tv: float = 0.1,
+        tv: float | None = None,
         range_weight: float = 1.0,
+        warmup: int = 0,
         skip: tuple[str, ...] = (),
         restarts: int = 1,
         max_seconds: float | None = None,
@@ -89,13 +150,20 @@ class PriorMatching(OptimizationAttack):
         super().__init__(restarts=restarts, max_seconds=max_seconds, restart_mode=restart_mode, halving=halving,
                          bn=bn, bn_source=bn_source, bn_proxy=bn_proxy, group=group, group_start=group_start)
         self.sync_every = None if sync_every is None else check_positive_int("sync_every", sync_every)
-        self.iterations = check_positive_int("iterations", iterations)
-        self.lr = check_positive_float("lr", lr)
+        if optimizer not in OPTIMIZERS:
+            raise GradleakError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        self.optimizer = optimizer
+        self.iterations = check_positive_int(
+            "iterations", DEFAULT_ITERATIONS[optimizer] if iterations is None else iterations)
+        self.lr = check_positive_float("lr", DEFAULT_LR[optimizer] if lr is None else lr)
         self.lr_end = check_positive_float("lr_end", lr_end)
         if self.lr_end > 1:
             raise GradleakError(f"lr_end is a fraction of lr in (0, 1], got {lr_end!r}")
-        self.tv = check_positive_float("tv", tv, allow_zero=True)
+        self.tv = check_positive_float("tv", self.default_tv if tv is None else tv, allow_zero=True)
         self.range_weight = check_positive_float("range_weight", range_weight, allow_zero=True)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise GradleakError(f"warmup must be an integer >= 0 (L-BFGS steps), got {warmup!r}")
+        self.warmup = warmup
         self.skip = check_names("skip", skip)
         self.assumed_lr = check_positive_float("assumed_lr", assumed_lr)
         self.label_rule = LABEL_RULES.entry(label_rule).name
@@ -109,6 +177,10 @@ class PriorMatching(OptimizationAttack):
     def _distance(self, update, knowledge):
         """A name of `STACKED_DISTANCES` or a conditional over the observed tensors."""
         raise NotImplementedError
+
+    def _warmup_distance(self, update, knowledge):
+        """The smooth objective of the warm-up: squared L2 unless a subclass knows better."""
+        return "l2"
 
     def _prior(self, layout: Layout, knowledge):
         tv, weight = self.tv, self.range_weight
@@ -140,25 +212,28 @@ class PriorMatching(OptimizationAttack):
         labels = known_or_inferred_labels(problem, knowledge, self.label_rule)
         layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
-        distance = self._distance(update, knowledge)
-        if not isinstance(distance, str) and problem.delta_scale != 1.0:
-            # the conditional models the shared delta; the problem reads it in gradient units
-            conditional, unit = distance, problem.delta_scale
-
-            def distance(predicted, target):
-                return conditional([unit * p for p in predicted], [unit * t for t in target])
-
         bn = self._bn_prior(problem, update, knowledge.input_shape)
-        objective, stacked = matching_objective(problem, layout, distance, labels,
-                                                prior=combine_priors(self._prior(layout, knowledge), bn),
-                                                batched=self.restart_mode == "stacked")
-        objective = self._grouped(objective, layout, self.iterations)
+        prior = combine_priors(self._prior(layout, knowledge), bn)
+        objective, stacked = matching_objective(problem, layout, _in_units(self._distance(update, knowledge), problem),
+                                                labels, prior=prior, batched=self.restart_mode == "stacked")
+        warm = None
+        if self.warmup:
+            warm, _ = matching_objective(problem, layout, _in_units(self._warmup_distance(update, knowledge), problem),
+                                         labels, prior=prior, batched=self.restart_mode == "stacked")
+            warm = normalized(warm, start)
+        # normalized first: its evaluation of the start must not count as a group-consistency call
+        objective = self._grouped(normalized(objective, start), layout, self.iterations)
         decay = self.lr_end ** (1 / self.iterations)
 
         def run(rows, step_cb):
-            return run_adam(objective, rows, iterations=self.iterations, lr=self.lr, signed=False, decay=decay,
-                            deadline=deadline, on_step=step_cb, halving=self.halving,
-                            sync_every=sync_every_for(self.sync_every, layout.device))
+            if warm is not None:
+                rows = run_lbfgs(warm, rows, steps=self.warmup, backtrack=10, deadline=deadline).best
+            if self.optimizer == "adam":
+                return run_adam(objective, rows, iterations=self.iterations, lr=self.lr, signed=False, decay=decay,
+                                deadline=deadline, on_step=step_cb, halving=self.halving,
+                                sync_every=sync_every_for(self.sync_every, layout.device))
+            return run_lbfgs(objective, rows, steps=self.iterations, lr=self.lr, backtrack=10, deadline=deadline,
+                             on_step=step_cb, halving=self.halving)
 
         loop = run_restarts(run, start, layout, together=self.restart_mode != "sequential", on_step=on_step)
         data = layout.data(loop.best)
@@ -168,16 +243,31 @@ class PriorMatching(OptimizationAttack):
 class Bayes(PriorMatching):
     """Bayes-optimal attack: the known defense's conditional p(g | x) plus the image prior.
 
-    Options as `PriorMatching`. The defense comes from `AttackerKnowledge.defense`; with
+    Options as `PriorMatching`, and `smooth`: a Laplacian conditional's |r| becomes the
+    pseudo-Huber sqrt(r^2 + d^2) - d with d = smooth * b (0: the exact L1; see
+    `conditionals.Laplace`). The defense comes from `AttackerKnowledge.defense`; with
     none known the attacker assumes no defense (the L2 conditional) and says so in the log.
     """
 
     name = "bayes"
+    default_tv = 0.05  # experiments/honest/bayes_tune.jsonl
+
+    def __init__(self, *, smooth: float = 0.0, **options) -> None:
+        super().__init__(**options)
+        self.smooth = check_positive_float("smooth", smooth, allow_zero=True)
 
     def _distance(self, update, knowledge):
         if knowledge.defense is None:
             if update.defenses:
                 log.warning("bayes: the update went through %s but the attacker does not know it; "
                             "modelling no defense", ", ".join(update.defenses))
+            return Identity()
+        return smoothed(self._conditional(update, knowledge), self.smooth)
+
+    def _warmup_distance(self, update, knowledge):
+        return gaussianized(self._conditional(update, knowledge))
+
+    def _conditional(self, update, knowledge):
+        if knowledge.defense is None:
             return Identity()
         return knowledge.defense.conditional(Identity(), seed=knowledge.defense_seed)

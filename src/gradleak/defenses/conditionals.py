@@ -64,11 +64,19 @@ class Gaussian(Elementwise):
 
 @dataclass(frozen=True)
 class Laplace(Elementwise):
-    """Laplace(0, b) on every entry: the L1 distance / b."""
+    """Laplace(0, b) on every entry: the L1 distance / b.
+
+    `delta` > 0 replaces |r| by the pseudo-Huber sqrt(r^2 + delta^2) - delta (quadratic
+    within delta of 0, |r| - delta far from it): an optimizer's smoothing of the same
+    density, not another noise model. L-BFGS needs it: its curvature pairs and line
+    search assume a smooth objective, and |r| has a kink at every matched entry."""
 
     b: float
+    delta: float = 0.0
 
     def log_density(self, residual: torch.Tensor) -> torch.Tensor:
+        if self.delta > 0:
+            return -(torch.sqrt(residual**2 + self.delta**2) - self.delta) / self.b
         return -residual.abs() / self.b
 
 
@@ -169,3 +177,30 @@ class QuantizedGaussian(Conditional):
             r = (o.reshape(1, -1) - flat) / sigma
             total = total + (0.5 * r**2 + sigma.log()).sum(1)
         return total
+
+
+def smoothed(conditional: Conditional, fraction: float) -> Conditional:
+    """`conditional` with every `Laplace(b)` in it smoothed at delta = fraction * b
+    (through `Masked` and `Transformed`); fraction 0 returns it unchanged."""
+    import dataclasses
+
+    if fraction == 0:
+        return conditional
+    if isinstance(conditional, Laplace):
+        return dataclasses.replace(conditional, delta=fraction * conditional.b)
+    if isinstance(conditional, (Masked, Transformed)):
+        return dataclasses.replace(conditional, inner=smoothed(conditional.inner, fraction))
+    return conditional
+
+
+def gaussianized(conditional: Conditional) -> Conditional:
+    """`conditional` with every `Laplace(b)` in it replaced by the Gaussian of the same
+    variance (sigma = b sqrt 2), through `Masked` and `Transformed`: the smooth twin an
+    optimizer can start on (the Bayes attack's warm-up)."""
+    import dataclasses
+
+    if isinstance(conditional, Laplace):
+        return Gaussian(conditional.b * math.sqrt(2))
+    if isinstance(conditional, (Masked, Transformed)):
+        return dataclasses.replace(conditional, inner=gaussianized(conditional.inner))
+    return conditional
