@@ -128,3 +128,26 @@ def test_the_bayes_warmup_keeps_the_masks_and_swaps_laplace_for_its_gaussian_twi
     bayes = ATTACKS.get("bayes")()
     assert isinstance(bayes._warmup_distance(shared, known).inner, Gaussian)
     assert ATTACKS.get("l1")()._warmup_distance(shared, known) == "l2"
+
+
+def test_bayes_prior_weight_follows_the_known_conditional():
+    """A Bayes attacker that knows Laplace(b) or Gaussian(sigma) noise scales the tuned
+    baseline weight by the conditional's factor (L1 / b, L2 / (2 sigma^2)), masks or not;
+    an explicit tv wins, and without a known defense the no-defense weight stays."""
+    import dataclasses
+
+    from gradleak.attacks.bayes import L1_TV, L2_TV
+    from gradleak.defenses import build_defense
+
+    _, _, update, base = _case()
+
+    def tv(options, defense):
+        knowledge = dataclasses.replace(base, defense=None if defense is None else build_defense(defense),
+                                        defense_seed=None if defense is None else 0)
+        return ATTACKS.create("bayes", options)._tv(update, knowledge)
+
+    assert tv({}, None) == ATTACKS.get("bayes").default_tv == L2_TV / 2
+    assert tv({}, ["laplacian:b=0.01"]) == pytest.approx(L1_TV / 0.01)
+    assert tv({}, ["gaussian:sigma=0.01"]) == pytest.approx(L2_TV / (2 * 0.01**2))
+    assert tv({}, ["prune:rate=0.5", "laplacian:b=0.001"]) == pytest.approx(L1_TV / 0.001)
+    assert tv({"tv": 0.3}, ["laplacian:b=0.01"]) == 0.3

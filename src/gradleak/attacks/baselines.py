@@ -11,14 +11,14 @@ defended update, not the defense.
 
 from __future__ import annotations
 
-from gradleak.attacks.bayes import PriorMatching
+from gradleak.attacks.bayes import L1_TV, L2_TV, PriorMatching
 
 
 class L2Matching(PriorMatching):
     """Squared L2 distance of the updates plus the image prior."""
 
     name = "l2"
-    default_tv = 0.1  # experiments/honest/bayes_tune.jsonl
+    default_tv = L2_TV
 
     def _distance(self, update, knowledge):
         return "l2"
@@ -28,7 +28,7 @@ class L1Matching(PriorMatching):
     """L1 distance of the updates plus the image prior."""
 
     name = "l1"
-    default_tv = 100.0  # experiments/honest/bayes_tune.jsonl (the grid's end after two extensions)
+    default_tv = L1_TV  # the tuning grid's end after two extensions
 
     def _distance(self, update, knowledge):
         return "l1"

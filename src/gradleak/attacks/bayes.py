@@ -40,7 +40,13 @@ from gradleak.attacks.engine.restarts import (
     sync_every_for,
 )
 from gradleak.checks import check_names, check_positive_float, check_positive_int
-from gradleak.defenses.conditionals import Identity, gaussianized, smoothed
+from gradleak.defenses.conditionals import (
+    Gaussian,
+    Identity,
+    Laplace,
+    gaussianized,
+    smoothed,
+)
 from gradleak.devices import model_device
 from gradleak.errors import GradleakError
 from gradleak.records import Assumption, LabelKnowledge
@@ -48,6 +54,10 @@ from gradleak.records import Assumption, LabelKnowledge
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("lbfgs", "adam")
+# prior weights of the L2 and L1 baselines (experiments/honest/bayes_tune.jsonl); Bayes under a
+# known defense scales the one whose distance its conditional is (`matched_tv`)
+L2_TV = 0.1
+L1_TV = 100.0
 DEFAULT_ITERATIONS = {"lbfgs": 200, "adam": 1000}
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.1}
 
@@ -87,6 +97,23 @@ def _in_units(distance, problem):
     return scaled
 
 
+def matched_tv(conditional) -> float | None:
+    """The prior weight for a Bayes attacker that knows its defense's conditional: the
+    weight tuned for the baseline whose distance the conditional is, times the factor
+    between them (Laplace(b): L1 / b; Gaussian(sigma): L2 / (2 sigma^2); inside masks and
+    transforms the innermost noise decides). So the prior keeps its balance against a
+    conditional 1 / b or 1 / sigma^2 larger than the no-defense one; with the no-defense
+    weight (0.05) it vanished beside it. None for a conditional of another kind. Measured
+    against the attack's own weight x the same factor: experiments/honest/README.md, section 6."""
+    while hasattr(conditional, "inner"):
+        conditional = conditional.inner
+    if isinstance(conditional, Laplace):
+        return L1_TV / conditional.b
+    if isinstance(conditional, Gaussian):
+        return L2_TV / (2 * conditional.sigma**2)
+    return None
+
+
 class PriorMatching(OptimizationAttack):
     """Match the update under a distance or a defense's conditional, plus an image prior.
 
@@ -100,7 +127,8 @@ class PriorMatching(OptimizationAttack):
             exponentially).
         tv: weight of the squared wrap-around total variation (mean over pixels); None:
             the attack's `default_tv`, tuned on held-out photos with no defense
-            (experiments/honest/bayes_floor.py).
+            (experiments/honest/bayes_floor.py); Bayes with a known defense scales it to
+            its conditional's units instead (`matched_tv`).
         range_weight: weight of the mean squared distance of pixels outside the box
             (needs `AttackerKnowledge.bounds`; ignored without them).
         skip: parameter names left out of the objective (the adaptive attack on Soteria
@@ -160,6 +188,7 @@ class PriorMatching(OptimizationAttack):
         if self.lr_end > 1:
             raise GradleakError(f"lr_end is a fraction of lr in (0, 1], got {lr_end!r}")
         self.tv = check_positive_float("tv", self.default_tv if tv is None else tv, allow_zero=True)
+        self.tv_given = tv is not None
         self.range_weight = check_positive_float("range_weight", range_weight, allow_zero=True)
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise GradleakError(f"warmup must be an integer >= 0 (L-BFGS steps), got {warmup!r}")
@@ -182,8 +211,12 @@ class PriorMatching(OptimizationAttack):
         """The smooth objective of the warm-up: squared L2 unless a subclass knows better."""
         return "l2"
 
-    def _prior(self, layout: Layout, knowledge):
-        tv, weight = self.tv, self.range_weight
+    def _tv(self, update, knowledge) -> float:
+        """The TV weight of this attack on this update (a subclass may read the defense)."""
+        return self.tv
+
+    def _prior(self, layout: Layout, knowledge, tv: float):
+        weight = self.range_weight
         box = None
         if knowledge.bounds is not None and weight > 0:
             low = torch.tensor(knowledge.bounds[0], dtype=torch.float32, device=layout.device)
@@ -213,7 +246,7 @@ class PriorMatching(OptimizationAttack):
         layout = Layout(knowledge.num_samples, knowledge.input_shape, device=model_device(model))
         start = torch.cat([layout.pack(dummy_data(knowledge, gen)[None]) for gen in generators])
         bn = self._bn_prior(problem, update, knowledge.input_shape)
-        prior = combine_priors(self._prior(layout, knowledge), bn)
+        prior = combine_priors(self._prior(layout, knowledge, self._tv(update, knowledge)), bn)
         objective, stacked = matching_objective(problem, layout, _in_units(self._distance(update, knowledge), problem),
                                                 labels, prior=prior, batched=self.restart_mode == "stacked")
         warm = None
@@ -266,6 +299,12 @@ class Bayes(PriorMatching):
 
     def _warmup_distance(self, update, knowledge):
         return gaussianized(self._conditional(update, knowledge))
+
+    def _tv(self, update, knowledge) -> float:
+        if self.tv_given or knowledge.defense is None:
+            return self.tv
+        tv = matched_tv(self._conditional(update, knowledge))
+        return self.tv if tv is None else tv
 
     def _conditional(self, update, knowledge):
         if knowledge.defense is None:
