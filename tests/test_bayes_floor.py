@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import tiny_lenet
 
 from gradleak.attacks import ATTACKS
-from gradleak.attacks.bayes import normalized
+from gradleak.attacks.engine.objectives import normalized
 from gradleak.client import simulate_client
 from gradleak.defenses.conditionals import Gaussian, Identity, Laplace, Masked, smoothed
 from gradleak.errors import GradleakError

@@ -31,7 +31,11 @@ from gradleak.attacks.engine.adam import run_adam
 from gradleak.attacks.engine.bn_statistics import combine_priors
 from gradleak.attacks.engine.labels import LABEL_RULES
 from gradleak.attacks.engine.lbfgs import run_lbfgs
-from gradleak.attacks.engine.objectives import range_penalty, squared_tv_wrap
+from gradleak.attacks.engine.objectives import (
+    normalized,
+    range_penalty,
+    squared_tv_wrap,
+)
 from gradleak.attacks.engine.problem import Layout, build_problem, matching_objective
 from gradleak.attacks.engine.restarts import (
     dummy_data,
@@ -60,29 +64,6 @@ L2_TV = 0.1
 L1_TV = 100.0
 DEFAULT_ITERATIONS = {"lbfgs": 200, "adam": 1000}
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.1}
-
-
-def normalized(objective, start: torch.Tensor):
-    """`objective` divided by its mean value over the start rows (one constant for all).
-
-    A positive constant factor moves no minimizer and keeps the restarts comparable, so
-    the Bayes attack still minimizes -log p(g | x) - log p(x) with the conditional read in
-    the defense's noise units; only the optimizer's view changes: L-BFGS's absolute
-    tolerances and its first step (1 / |gradient|_1) then mean the same whether the
-    objective starts at 1e-6 (L2 of a small gradient) or 1e6 (L1 / b at a small b).
-    """
-    with torch.enable_grad():
-        values = objective(start.detach()).detach()
-    finite = values[torch.isfinite(values)].abs()
-    scale = float(finite.mean()) if finite.numel() else 1.0
-    if not scale > 0:
-        scale = 1.0
-
-    def scaled(rows: torch.Tensor) -> torch.Tensor:
-        return objective(rows) / scale
-
-    scaled.scale = scale
-    return scaled
 
 
 def _in_units(distance, problem):

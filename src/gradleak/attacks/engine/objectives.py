@@ -86,3 +86,26 @@ def restart_cosine(stats, target: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 RESTART_DISTANCES = {"l2": restart_l2, "cosine": restart_cosine}
+
+
+def normalized(objective, start: torch.Tensor):
+    """`objective` divided by its mean value over the start rows (one constant for all).
+
+    A positive constant factor moves no minimizer and keeps the restarts comparable, so
+    the Bayes attack still minimizes -log p(g | x) - log p(x) with the conditional read in
+    the defense's noise units; only the optimizer's view changes: L-BFGS's absolute
+    tolerances and its first step (1 / |gradient|_1) then mean the same whether the
+    objective starts at 1e-6 (L2 of a small gradient) or 1e6 (L1 / b at a small b).
+    """
+    with torch.enable_grad():
+        values = objective(start.detach()).detach()
+    finite = values[torch.isfinite(values)].abs()
+    scale = float(finite.mean()) if finite.numel() else 1.0
+    if not scale > 0:
+        scale = 1.0
+
+    def scaled(rows: torch.Tensor) -> torch.Tensor:
+        return objective(rows) / scale
+
+    scaled.scale = scale
+    return scaled
