@@ -187,6 +187,11 @@ def test_cli_text_attack(capsys):
     assert main(["text-attack", "-n", "2", "--max-length", "8", "--width", "64", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "ok" and out["metrics"]["exact"] == 1.0
+    assert main(["text-attack", "-n", "2", "--max-length", "8", "--width", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    originals = [ln.split(":", 1)[1].strip() for ln in lines if " original:" in ln]
+    rebuilt = [ln.split(":", 1)[1].strip() for ln in lines if " reconstructed:" in ln]
+    assert len(originals) == 2 and originals == rebuilt  # exact: the two lines read the same, specials included
     assert main(["text-attack", "-a", "nope"]) == 2
     assert "known text attacks: dager, lamp, tag" in capsys.readouterr().err
 

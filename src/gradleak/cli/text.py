@@ -69,8 +69,9 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.attack} on {args.model}: {rec.status} in {rec.seconds:.1f} s, {len(rec.sequences)} sequences "
           f"recovered for {n}" + "".join(f"\n  note: {note}" for note in rec.notes))
-    for i, (text, pair) in enumerate(zip(run.original_texts, run.pairs)):
-        print(f"\n#{i} original:      {text}")
+    for i, pair in enumerate(run.pairs):
+        # the original token by token, as the reconstruction below it: special tokens shown alike
+        print(f"\n#{i} original:      {''.join(pair.original)}")
         got = _marked(pair.reconstruction, pair.reconstruction_hits) if pair.reconstruction else "(none)"
         print(f"#{i} reconstructed: {got}")
     print("\n" + "  ".join(f"{k}={v:.3f}" for k, v in m.summary().items()))
