@@ -75,23 +75,18 @@ def likelihood_scale(conditional) -> float:
 
 
 def default_tv(attack: str, specs, source: str = "own") -> float:
-    """`source` "own": Bayes's default_tv x its conditional's scale; "baseline": the default
-    of the baseline whose distance the conditional scales (l2 for Gaussian, l1 for Laplacian
-    noise) x the factor between them (1 / (2 sigma^2), 1 / b)."""
+    """`source` "own": Bayes's default_tv x its conditional's scale (the first run's rule);
+    "baseline": the attack's own rule for a known defense (`gradleak.attacks.bayes.matched_tv`:
+    the baseline whose distance the conditional scales, x the factor between them)."""
     name = "bayes" if attack.startswith("bayes") else attack
     tv = ATTACKS.get(name).default_tv
     if name == "bayes" and specs:
-        from gradleak.defenses.conditionals import Identity, Laplace
+        from gradleak.attacks.bayes import matched_tv
+        from gradleak.defenses.conditionals import Identity
 
         conditional = build_defense(specs).conditional(Identity())
-        tv *= likelihood_scale(conditional)
-        if source == "baseline":
-            while hasattr(conditional, "inner"):
-                conditional = conditional.inner
-            if isinstance(conditional, Laplace):
-                tv = ATTACKS.get("l1").default_tv / conditional.b
-            else:
-                tv = ATTACKS.get("l2").default_tv * likelihood_scale(conditional) / 2
+        matched = matched_tv(conditional) if source == "baseline" else None
+        tv = matched if matched is not None else tv * likelihood_scale(conditional)
     return tv
 
 
